@@ -1,0 +1,122 @@
+"""Empty stage-1 latent for HunyuanImage-2.1, with the official 2K sizes as presets."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import torch
+from comfy_api.latest import io
+
+from ..hunyuan_core import resolution
+
+log = logging.getLogger(__name__)
+
+SIZE_CHOICES = [p.label for p in resolution.OFFICIAL_SIZES] + [resolution.CUSTOM_SIZE]
+MAX_BATCH = 4096
+
+
+def resolve_size(size: str, width: int, height: int) -> tuple[int, int]:
+    """The pixel size a node call means: the preset's, or the custom width and height."""
+    if size == resolution.CUSTOM_SIZE:
+        return width, height
+    preset = resolution.preset_by_label(size)
+    return preset.width, preset.height
+
+
+def batch_problem(batch_size: int) -> str | None:
+    if batch_size < 1:
+        return f"batch_size {batch_size} is invalid: it must be at least 1"
+    if batch_size > MAX_BATCH:
+        return f"batch_size {batch_size} is too large: the maximum is {MAX_BATCH}"
+    return None
+
+
+class HunyuanImage21EmptyLatent(io.ComfyNode):
+    """Zero latent ``[B, 64, H/32, W/32]`` in ComfyUI's HunyuanImage convention (native nodes accept it)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21EmptyLatent",
+            display_name="HunyuanImage 2.1 Empty Latent",
+            category="HunyuanImage/latent",
+            description=(
+                "Starting latent for a HunyuanImage-2.1 text-to-image generation. Pick one of the official 2K "
+                "sizes the model was trained on, or 'custom' for any width and height in steps of 32. Sizes "
+                "below the 2K range still run but lose quality (artifacts, broken faces)."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "size",
+                    options=SIZE_CHOICES,
+                    default=SIZE_CHOICES[0],
+                    tooltip=(
+                        "Image size in pixels. The five presets are the official 2K sizes; choose 'custom' to "
+                        "use the width and height below instead."
+                    ),
+                ),
+                io.Int.Input(
+                    "width",
+                    default=2048,
+                    min=resolution.SPATIAL_COMPRESSION,
+                    max=resolution.MAX_SIDE,
+                    step=resolution.SPATIAL_COMPRESSION,
+                    tooltip=(
+                        "Custom width in pixels, a multiple of 32; used only when size is 'custom'. Images "
+                        "smaller than the 2K presets lose quality."
+                    ),
+                ),
+                io.Int.Input(
+                    "height",
+                    default=2048,
+                    min=resolution.SPATIAL_COMPRESSION,
+                    max=resolution.MAX_SIDE,
+                    step=resolution.SPATIAL_COMPRESSION,
+                    tooltip=(
+                        "Custom height in pixels, a multiple of 32; used only when size is 'custom'. Images "
+                        "smaller than the 2K presets lose quality."
+                    ),
+                ),
+                io.Int.Input(
+                    "batch_size",
+                    default=1,
+                    min=1,
+                    max=MAX_BATCH,
+                    tooltip="How many images to generate at once; each one costs the full memory and time again.",
+                ),
+            ],
+            outputs=[io.Latent.Output(tooltip="Zero latent with 64 channels at 1/32 of the image size.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, size: str, width: int, height: int, batch_size: int) -> bool | str:
+        # Linked (non-widget) inputs arrive as None here; execute() checks them again.
+        if size is None or width is None or height is None:
+            return True
+        problems = []
+        if size != resolution.CUSTOM_SIZE and size not in SIZE_CHOICES:
+            problems.append(f"size {size!r} is not one of {SIZE_CHOICES}")
+        else:
+            problems.append(resolution.size_problem(*resolve_size(size, width, height)))
+        if batch_size is not None:
+            problems.append(batch_problem(batch_size))
+        problems = [p for p in problems if p]
+        return "; ".join(problems) if problems else True
+
+    @classmethod
+    def execute(cls, size: str, width: int, height: int, batch_size: int) -> io.NodeOutput:
+        width, height = resolve_size(size, width, height)
+        problem = batch_problem(batch_size)
+        if problem:
+            raise ValueError(problem)
+        shape = resolution.latent_shape(width, height, batch_size)
+        if resolution.below_trained_range(width, height):
+            log.warning(
+                "HunyuanImage-2.1: %dx%d is below the model's trained 2K range (smallest official size "
+                "2560x1536); expect lower quality. Use a 2K preset for the official results.",
+                width,
+                height,
+            )
+        latent = torch.zeros(shape, device=comfy.model_management.intermediate_device())
+        return io.NodeOutput({"samples": latent})

@@ -1,0 +1,80 @@
+"""Run a shipped API-format workflow through a real, headless ComfyUI with this pack installed.
+
+Starts the server on a free loopback port (base directory .host/demo unless --base-dir is given), queues the
+workflow through POST /prompt, waits on the websocket, prints what each output node produced, and stops the
+server (or keeps it serving with --serve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hy21_host import ComfyClient, ComfyHost, PromptRejected, repo_root  # noqa: E402
+
+DEFAULT_WORKFLOW = "workflows/api/hunyuanimage21_empty_latent.json"
+
+
+def describe_outputs(host: ComfyHost, outputs: dict) -> list[str]:
+    lines = []
+    for node_id, ui in outputs.items():
+        for kind, files in ui.items():
+            for entry in files if isinstance(files, list) else []:
+                if isinstance(entry, dict) and "filename" in entry:
+                    path = host.output_dir / entry.get("subfolder", "") / entry["filename"]
+                    lines.append(f"node {node_id} saved {kind}: {path}")
+    return lines
+
+
+def latent_summary(path: Path) -> str:
+    if path.suffix != ".latent":
+        return ""
+    import safetensors.torch
+
+    tensor = safetensors.torch.load_file(str(path))["latent_tensor"]
+    return f"  shape {list(tensor.shape)}, dtype {tensor.dtype}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workflow", default=DEFAULT_WORKFLOW, help="API-format workflow JSON")
+    parser.add_argument("--base-dir", type=Path, default=repo_root() / ".host" / "demo")
+    parser.add_argument("--serve", action="store_true", help="keep the server running after the prompt")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    workflow = json.loads((repo_root() / args.workflow).read_text())
+    args.base_dir.mkdir(parents=True, exist_ok=True)
+    host = ComfyHost(base_dir=args.base_dir)
+    print(f"starting ComfyUI from {host.comfyui} (log: {host.log_path})")
+    host.start()
+    try:
+        print(f"ComfyUI is serving at {host.url}; running {args.workflow}")
+        started = time.perf_counter()
+        result = ComfyClient(host.url).run(workflow).raise_for_error()
+        print(f"prompt {result.prompt_id} finished with '{result.status}' in {time.perf_counter() - started:.2f} s")
+        for line in describe_outputs(host, result.outputs):
+            print(line)
+            print(latent_summary(Path(line.split(": ", 1)[1])))
+        if args.serve:
+            print(f"serving at {host.url}; press Ctrl-C to stop")
+            while host.alive():
+                time.sleep(1)
+    except PromptRejected as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        host.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

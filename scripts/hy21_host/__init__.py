@@ -1,0 +1,9 @@
+"""A headless ComfyUI host for this pack: start it, post API-format prompts, read results.
+
+Used by the integration tests and by the demo; nothing here is shipped to ComfyUI users.
+"""
+
+from .client import ComfyClient, PromptRejected, PromptResult
+from .host import ComfyHost, find_comfyui, repo_root
+
+__all__ = ["ComfyClient", "ComfyHost", "PromptRejected", "PromptResult", "find_comfyui", "repo_root"]

@@ -1,0 +1,158 @@
+"""Start and stop a real ComfyUI server on a free loopback port, with this repository as a custom node pack."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PACK_NAME = "ComfyUI-HunyuanImage21"
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "checkpoints")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def find_comfyui() -> Path:
+    """The ComfyUI to host: ``$COMFYUI_PATH`` when set, else the tree scripts/setup.sh unpacked."""
+    env = os.environ.get("COMFYUI_PATH")
+    path = Path(env) if env else repo_root() / ".host" / "ComfyUI"
+    if not (path / "main.py").is_file():
+        hint = "fix COMFYUI_PATH" if env else "run scripts/setup.sh first"
+        raise FileNotFoundError(f"no ComfyUI at {path} (main.py missing); {hint}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ComfyHost:
+    """One ComfyUI server process with its own base directory (models, output, custom_nodes).
+
+    The base directory is temporary unless given; model files for tests go under ``models_dir / <folder>``.
+    """
+
+    def __init__(
+        self,
+        comfyui: Path | None = None,
+        base_dir: Path | None = None,
+        python: str = sys.executable,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.comfyui = comfyui or find_comfyui()
+        self._own_base = base_dir is None
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="hy21-comfy-"))
+        self.python = python
+        self.extra_args = extra_args
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.base_dir / "comfyui.log"
+        self._prepare_base()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.base_dir / "models"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    def _prepare_base(self) -> None:
+        custom_nodes = self.base_dir / "custom_nodes"
+        custom_nodes.mkdir(parents=True, exist_ok=True)
+        link = custom_nodes / PACK_NAME
+        if not link.exists():
+            link.symlink_to(repo_root(), target_is_directory=True)
+        for folder in MODEL_FOLDERS:
+            (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
+        (self.base_dir / "frontend").mkdir(exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [
+            self.python, "main.py", "--cpu",
+            "--listen", "127.0.0.1", "--port", str(self.port),
+            "--disable-auto-launch", "--disable-api-nodes",
+            "--base-directory", str(self.base_dir),
+            "--front-end-root", str(self.base_dir / "frontend"),
+            "--database-url", "sqlite:///:memory:",
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 120.0) -> ComfyHost:
+        """Launch the server and wait until ``/object_info`` answers; raise with the log tail if it dies."""
+        self.port = free_port()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.comfyui, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode} during start-up:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/object_info", timeout=5) as resp:
+                    if resp.status == 200:
+                        log.info("ComfyUI ready at %s (pid %d)", self.url, self.process.pid)
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server by its PID: SIGTERM, then SIGKILL if it lingers."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_base:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self) -> ComfyHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

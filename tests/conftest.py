@@ -1,0 +1,44 @@
+"""Shared fixtures: a real headless ComfyUI server with this pack installed, and a client for its API."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hy21_host import ComfyClient, ComfyHost
+
+_hosts: list[ComfyHost] = []
+
+
+@pytest.fixture(scope="session")
+def comfy_host():
+    """One ComfyUI server for the session (start-up takes seconds); its models folder is empty and temporary."""
+    host = ComfyHost()
+    _hosts.append(host)
+    try:
+        host.start()
+        yield host
+    finally:
+        host.cleanup()
+        _hosts.remove(host)
+
+
+@pytest.fixture
+def comfy(comfy_host: ComfyHost) -> ComfyClient:
+    if not comfy_host.alive():
+        pytest.fail(f"the ComfyUI server died:\n{comfy_host.log_tail()}")
+    return ComfyClient(comfy_host.url)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the server's log to every failing test that used the server."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "comfy_host" in item.fixturenames:
+        for host in _hosts:
+            report.sections.append((f"ComfyUI server log ({host.log_path})", host.log_tail(150)))
+
+
+def pytest_configure(config):
+    logging.getLogger("hy21_host").setLevel(logging.INFO)
