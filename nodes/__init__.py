@@ -16,7 +16,3 @@ class HunyuanImage21Extension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return list(NODE_CLASSES)
-
-
-async def comfy_entrypoint() -> HunyuanImage21Extension:
-    return HunyuanImage21Extension()

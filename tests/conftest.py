@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from hy21_host import ComfyClient, ComfyHost
 
 _hosts: list[ComfyHost] = []

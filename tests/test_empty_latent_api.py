@@ -7,7 +7,8 @@ import json
 import pytest
 import safetensors.torch
 import torch
-from hy21_host import PromptRejected, repo_root
+
+from hy21_host import PromptRejectedError, repo_root
 
 NODE = "HunyuanImage21EmptyLatent"
 
@@ -71,14 +72,14 @@ def test_below_2k_is_allowed_with_a_warning(comfy, comfy_host):
     [
         ({"size": "custom", "width": 2050, "height": 2048}, "width 2050 is not a multiple of 32"),
         ({"size": "custom", "width": 2048, "height": 1000}, "height 1000 is not a multiple of 32"),
-        ({"size": "2048x2048 (1:1)", "batch_size": 0}, "batch_size 0 is invalid: it must be at least 1"),
+        ({"size": "2048x2048 (1:1)", "batch_size": 0}, "Value 0 smaller than min of 1: batch_size"),
         ({"size": "1024x1024 (1:1)"}, "size '1024x1024 (1:1)'"),
     ],
 )
 def test_bad_input_is_refused_and_server_keeps_serving(comfy, inputs, fragment):
     prompt = latent_prompt("custom", prefix="bad")
     prompt["1"]["inputs"].update(inputs)
-    with pytest.raises(PromptRejected) as rejected:
+    with pytest.raises(PromptRejectedError) as rejected:
         comfy.queue(prompt)
     assert any(fragment in message for message in rejected.value.messages()), rejected.value.describe()
     # The same server runs the next valid prompt.
@@ -91,3 +92,15 @@ def test_shipped_api_workflow_runs(comfy):
     result = comfy.run(workflow).raise_for_error()
     assert tuple(saved_latent(comfy, result).shape) == (1, 64, 64, 64)
 
+
+def test_linked_bad_size_fails_at_run_time_with_a_clear_error(comfy):
+    """A width wired from another node skips validation; the node itself then refuses it."""
+    prompt = latent_prompt("custom", prefix="linked")
+    prompt["3"] = {"class_type": "PrimitiveInt", "inputs": {"value": 2050}}
+    prompt["1"]["inputs"]["width"] = ["3", 0]
+    result = comfy.run(prompt)
+    assert result.status == "error"
+    assert result.error["node_type"] == NODE
+    assert "width 2050 is not a multiple of 32" in result.error["exception_message"]
+    result = comfy.run(latent_prompt("2048x2048 (1:1)", prefix="after_error")).raise_for_error()
+    assert tuple(saved_latent(comfy, result).shape) == (1, 64, 64, 64)

@@ -26,8 +26,11 @@ spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py"
 pack = importlib.util.module_from_spec(spec)
 sys.modules["hy21_pack"] = pack
 spec.loader.exec_module(pack)
+import asyncio
+extension = asyncio.run(pack.comfy_entrypoint())
+nodes = asyncio.run(extension.get_node_list())
 print(json.dumps({"new": sorted(set(sys.modules) - before), "v1": hasattr(pack, "NODE_CLASS_MAPPINGS"),
-                  "entry": callable(getattr(pack, "comfy_entrypoint", None))}))
+                  "entry": type(extension).__name__, "nodes": [n.GET_SCHEMA().node_id for n in nodes]}))
 """
 
 
@@ -40,7 +43,9 @@ def test_import_is_cheap_and_uses_v3_only():
     report = json.loads(out.stdout.strip().splitlines()[-1])
     heavy = [m for m in report["new"] if m.split(".")[0] in HEAVY]
     assert not heavy, f"importing the pack pulled in {heavy}"
-    assert report["entry"] and not report["v1"]
+    assert report["entry"] == "HunyuanImage21Extension"
+    assert "HunyuanImage21EmptyLatent" in report["nodes"]
+    assert not report["v1"], "the pack must register through one API (V3), not NODE_CLASS_MAPPINGS too"
 
 
 def imported_roots(path: Path) -> set[str]:

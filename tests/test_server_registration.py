@@ -11,15 +11,14 @@ def pack_nodes(object_info: dict) -> dict[str, dict]:
 
 
 def test_pack_loads_without_import_errors(comfy_host):
-    log = comfy_host.log_text()
-    assert "ComfyUI-HunyuanImage21" in log
-    assert "IMPORT FAILED" not in log
-    assert "Cannot import" not in log
+    pack_lines = [line for line in comfy_host.log_text().splitlines() if "ComfyUI-HunyuanImage21" in line]
+    assert any(line.strip().endswith("custom_nodes/ComfyUI-HunyuanImage21") for line in pack_lines), pack_lines
+    assert not [line for line in pack_lines if "IMPORT FAILED" in line or "Cannot import" in line], pack_lines
 
 
 def test_every_node_registers_with_description_and_tooltips(comfy):
     nodes = pack_nodes(comfy.object_info())
-    assert EXPECTED_NODES <= set(nodes), f"missing nodes: {EXPECTED_NODES - set(nodes)}"
+    assert set(nodes) >= EXPECTED_NODES, f"missing nodes: {EXPECTED_NODES - set(nodes)}"
     for name, info in nodes.items():
         assert name.startswith("HunyuanImage21"), name
         assert info["category"].split("/")[0] == "HunyuanImage", (name, info["category"])

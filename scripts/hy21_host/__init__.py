@@ -3,7 +3,7 @@
 Used by the integration tests and by the demo; nothing here is shipped to ComfyUI users.
 """
 
-from .client import ComfyClient, PromptRejected, PromptResult
+from .client import ComfyClient, PromptRejectedError, PromptResult
 from .host import ComfyHost, find_comfyui, repo_root
 
-__all__ = ["ComfyClient", "ComfyHost", "PromptRejected", "PromptResult", "find_comfyui", "repo_root"]
+__all__ = ["ComfyClient", "ComfyHost", "PromptRejectedError", "PromptResult", "find_comfyui", "repo_root"]

@@ -16,7 +16,7 @@ import websocket
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 
-class PromptRejected(Exception):
+class PromptRejectedError(Exception):
     """``POST /prompt`` answered 400: the graph failed validation before anything ran."""
 
     def __init__(self, body: dict[str, Any]) -> None:
@@ -92,12 +92,12 @@ class ComfyClient:
         self._request("/free", {"unload_models": unload_models, "free_memory": True})
 
     def queue(self, prompt: dict[str, Any]) -> str:
-        """Post an API-format prompt; return its id or raise PromptRejected with ComfyUI's reasons."""
+        """Post an API-format prompt; return its id or raise PromptRejectedError with ComfyUI's reasons."""
         try:
             answer = self._request("/prompt", {"prompt": prompt, "client_id": self.client_id})
         except urllib.error.HTTPError as exc:
             if exc.code == 400:
-                raise PromptRejected(json.loads(exc.read() or b"{}")) from None
+                raise PromptRejectedError(json.loads(exc.read() or b"{}")) from None
             raise
         return answer["prompt_id"]
 
