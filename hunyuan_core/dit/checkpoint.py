@@ -1,0 +1,335 @@
+"""The one place that decides what a DiT checkpoint is, and loads it.
+
+From keys and shapes alone: the layout (official fused or split, ComfyUI's internal names, diffusers), the
+variant (base / distilled / refiner) and the full config. Loading builds the model on the meta device and fills
+each parameter straight from the file, so peak memory stays close to the model's own size; fp8 weights stay
+fp8 (with their scales from the file or the official ``*_scale.safetensors`` beside it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from ..tensor_files import CheckpointFileError, TensorFile
+from . import keys as K
+from .config import DiTConfig
+from .fp8 import FP8_DTYPES, Fp8Linear
+from .model import HunyuanImageDiT
+
+log = logging.getLogger(__name__)
+
+# Above this, an fp8 value cannot be a plain cast of a DiT weight: the file was scaled and its scales are missing.
+UNSCALED_FP8_LIMIT = 16.0
+
+
+class DiTCheckpointError(ValueError):
+    """The file is not a (complete) HunyuanImage-2.1 DiT; the message says what it appears to be."""
+
+
+@dataclass(frozen=True)
+class DiTCheckpointInfo:
+    path: Path
+    layout: str
+    prefix: str
+    config: DiTConfig
+    weight_dtype: torch.dtype
+    fp8_scales: str | None  # where fp8 scales come from: "file", a scale file name, "none" (plain cast)
+
+    @property
+    def variant(self) -> str:
+        return self.config.variant
+
+    def describe(self) -> str:
+        c = self.config
+        parts = [
+            f"HunyuanImage-2.1 {c.variant} DiT",
+            f"{self.layout} layout",
+            f"{str(self.weight_dtype).replace('torch.', '')} weights",
+            f"hidden {c.hidden_size}, {c.num_heads} heads, {c.depth_double}+{c.depth_single} blocks",
+        ]
+        if self.fp8_scales:
+            parts.append(f"fp8 scales: {self.fp8_scales}")
+        return ", ".join(parts)
+
+
+def appears_to_be(keys: list[str], shape_of) -> str:
+    """A short human description of a checkpoint that is not a HunyuanImage-2.1 DiT."""
+    ks = set(keys)
+
+    def has(pattern: str) -> bool:
+        return any(re.search(pattern, k) for k in ks)
+
+    if has(r"(^|\.)decoder\.conv_in\.") or has(r"(^|\.)encoder\.down\.\d"):
+        return "a VAE"
+    if has(r"input_blocks\.\d+\.\d+\.") and has(r"output_blocks\."):
+        return "a Stable Diffusion / SDXL UNet checkpoint"
+    if has(r"(^|\.)layers\.\d+\.self_attn\.q_proj\.") or has(r"(^|\.)embed_tokens\.weight$"):
+        return "a text encoder (a decoder-only language model such as Qwen2.5-VL)"
+    if has(r"(^|\.)block\.\d+\.layer\.\d+\.SelfAttention\.") or has(r"(^|\.)shared\.weight$"):
+        return "a text encoder (T5 / ByT5)"
+    if has(r"double_blocks\.\d+\.") and has(r"(^|\.)vector_in\.") and has(r"individual_token_refiner"):
+        return "a HunyuanVideo transformer"
+    if has(r"double_blocks\.\d+\.") and (has(r"(^|\.)img_in\.weight$") or has(r"(^|\.)txt_in\.weight$")):
+        return "a Flux-style transformer"
+    if has(r"(^|\.)transformer_blocks\.\d+\."):
+        return "a diffusers transformer of another model"
+    if not keys:
+        return "an empty checkpoint"
+    return f"an unknown checkpoint ({len(keys)} tensors, e.g. {sorted(keys)[0]!r})"
+
+
+class _View:
+    """The DiT's tensors in a file, under official fused names, with layout and prefix resolved."""
+
+    def __init__(self, file: TensorFile, layout: str, prefix: str) -> None:
+        self.file = file
+        self.layout = layout
+        self.prefix = prefix
+
+    def source(self, name: str) -> K.Source:
+        return K.source_of(name, self.layout)
+
+    def file_keys(self, name: str) -> tuple[str, ...]:
+        return tuple(self.prefix + k for k in self.source(name).keys)
+
+    def has(self, name: str) -> bool:
+        try:
+            return all(k in self.file for k in self.file_keys(name))
+        except KeyError:
+            return False
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        shapes = [self.file.shape(k) for k in self.file_keys(name)]
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+def _indices(names: set[str], pattern: str) -> set[int]:
+    return {int(m[1]) for n in names if (m := re.match(pattern, n))}
+
+
+def _count(names: set[str], pattern: str) -> int:
+    """Depth as the highest block index + 1, so a missing block in the middle is caught as missing."""
+    found = _indices(names, pattern)
+    return max(found) + 1 if found else 0
+
+
+def _official_names(view: _View, keys: list[str]) -> set[str]:
+    """Official-style module names present, enough to count blocks (works for every layout)."""
+    stripped = [k[len(view.prefix) :] for k in keys if k.startswith(view.prefix)]
+    if view.layout == K.DIFFUSERS:
+        renames = (
+            (r"^transformer_blocks\.", "double_blocks."),
+            (r"^single_transformer_blocks\.", "single_blocks."),
+            (r"^context_embedder\.token_refiner\.refiner_blocks\.", "txt_in.individual_token_refiner.blocks."),
+        )
+        for pattern, new in renames:
+            stripped = [re.sub(pattern, new, k) for k in stripped]
+    return set(stripped)
+
+
+def config_from_view(view: _View, keys: list[str]) -> DiTConfig:
+    names = _official_names(view, keys)
+    img_in = view.shape("img_in.proj.weight")
+    hidden, in_channels, patch_dims = img_in[0], img_in[1], len(img_in) - 2
+    first = min(_indices(names, r"double_blocks\.(\d+)\."), default=0)  # shapes from any block present
+    head_dim = view.shape(f"double_blocks.{first}.img_attn_q_norm.weight")[0]
+    meanflow = view.has("time_r_in.mlp.0.weight")
+    guidance = view.has("guidance_in.mlp.0.weight")
+    byt5 = view.shape("byt5_in.fc1.weight") if view.has("byt5_in.fc1.weight") else None
+    if patch_dims == 3:
+        t_axis = head_dim // 8
+        rope = (t_axis, (head_dim - t_axis) // 2, (head_dim - t_axis) // 2)
+    else:
+        rope = (head_dim // 2, head_dim // 2)
+    variant = "refiner" if patch_dims == 3 else ("distilled" if guidance and meanflow else "base")
+    return DiTConfig(
+        variant=variant,
+        in_channels=in_channels,
+        out_channels=view.shape("final_layer.linear.weight")[0],
+        hidden_size=hidden,
+        num_heads=hidden // head_dim,
+        mlp_ratio=view.shape(f"double_blocks.{first}.img_mlp.fc1.weight")[0] / hidden,
+        depth_double=_count(names, r"double_blocks\.(\d+)\."),
+        depth_single=_count(names, r"single_blocks\.(\d+)\."),
+        patch_dims=patch_dims,
+        rope_axes=rope,
+        text_dim=view.shape("txt_in.input_embedder.weight")[1],
+        byt5_dim=byt5[1] if byt5 else None,
+        byt5_hidden=byt5[0] if byt5 else 2048,
+        guidance_embed=guidance,
+        meanflow=meanflow,
+        refiner_depth=_count(names, r"txt_in\.individual_token_refiner\.blocks\.(\d+)\."),
+    )
+
+
+def _open(path: str | Path) -> TensorFile:
+    try:
+        return TensorFile(path)
+    except CheckpointFileError as exc:
+        raise DiTCheckpointError(f"cannot read {Path(path).name} as a HunyuanImage-2.1 DiT: {exc}") from None
+
+
+def _resolve(file: TensorFile) -> _View:
+    keys = file.keys()
+    prefix = K.strip_prefix(keys)
+    stripped = {k[len(prefix) :] for k in keys if k.startswith(prefix)}
+    layout = K.detect_layout(stripped)
+    view = _View(file, layout, prefix) if layout else None
+    is_hunyuan = (
+        view is not None
+        and view.has("img_in.proj.weight")
+        and (view.has("txt_in.input_embedder.weight") or layout == K.DIFFUSERS)
+    )
+    if not is_hunyuan:
+        raise DiTCheckpointError(
+            f"{file.path.name} is not a HunyuanImage-2.1 DiT: it appears to be {appears_to_be(keys, file.shape)}. "
+            "Expected a HunyuanImage-2.1 diffusion model (base, distilled or refiner) in models/diffusion_models."
+        )
+    return view
+
+
+def _scale_file(path: Path) -> Path | None:
+    """The official ``<name>_scale.safetensors`` beside an fp8 file, if there is one."""
+    candidate = path.with_name(f"{path.stem}_scale{path.suffix}")
+    return candidate if candidate.is_file() else None
+
+
+class _Scales:
+    """fp8 scale lookup by module name, from the checkpoint itself and/or a separate scale file."""
+
+    SUFFIXES = (".weight_scale", ".scale_weight", "")
+
+    def __init__(self, view: _View, scale_path: Path | None) -> None:
+        self.view = view
+        self.extra = TensorFile(scale_path) if scale_path else None
+        self.origin = scale_path.name if scale_path else None
+
+    def find(self, weight_key: str) -> torch.Tensor | None:
+        module = weight_key.removesuffix(".weight")
+        bare = module[len(self.view.prefix) :]
+        for source in (self.view.file, self.extra):
+            if source is None:
+                continue
+            for name in (module, bare):
+                for suffix in self.SUFFIXES:
+                    if name + suffix in source and name + suffix != weight_key:
+                        if source is self.view.file and self.origin is None:
+                            self.origin = "in the checkpoint"
+                        return source.get(name + suffix).float()
+        return None
+
+
+def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCheckpointInfo:
+    """Identify a DiT checkpoint from its keys and shapes; raise DiTCheckpointError naming what it is instead."""
+    file = _open(path)
+    view = _resolve(file)
+    try:
+        config = config_from_view(view, file.keys())
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DiTCheckpointError(
+            f"{file.path.name} looks like a HunyuanImage-2.1 DiT ({view.layout} layout) but is missing core "
+            f"tensors ({exc}); the file is incomplete or damaged"
+        ) from None
+    _check_complete(view, config)
+    weight_key = view.file_keys("double_blocks.0.img_attn_qkv.weight")[0]  # present: _check_complete passed
+    weight_dtype = file.dtype(weight_key)
+    fp8_scales = None
+    if weight_dtype in FP8_DTYPES:
+        scale_file = Path(scale_path) if scale_path else _scale_file(file.path)
+        scales = _Scales(view, scale_file)
+        found = scales.find(weight_key)
+        fp8_scales = scales.origin if found is not None else "none (plain fp8 cast)"
+        if found is None and file.get(weight_key).float().abs().max() > UNSCALED_FP8_LIMIT:
+            raise DiTCheckpointError(
+                f"{file.path.name} holds scaled fp8 weights but no scales were found: put the matching "
+                f"{file.path.stem}_scale{file.path.suffix} next to it (the official fp8 release ships both files)"
+            )
+    return DiTCheckpointInfo(file.path, view.layout, view.prefix, config, weight_dtype, fp8_scales)
+
+
+def _check_complete(view: _View, config: DiTConfig) -> None:
+    with torch.device("meta"):
+        expected = HunyuanImageDiT(config, dtype=torch.float32).state_dict()
+    missing, wrong = [], []
+    for name, tensor in expected.items():
+        if not view.has(name):
+            missing.append(name)
+        elif view.shape(name) != tuple(tensor.shape):
+            wrong.append(f"{name}: file {view.shape(name)}, expected {tuple(tensor.shape)}")
+    if missing or wrong:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
+        if wrong:
+            detail.append(f"{len(wrong)} with unexpected shapes (e.g. {wrong[0]})")
+        raise DiTCheckpointError(
+            f"{view.file.path.name} is an incomplete or inconsistent HunyuanImage-2.1 {config.variant} DiT "
+            f"({view.layout} layout): {'; '.join(detail)}. Re-download the file."
+        )
+
+
+def load_dit(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    operations: SimpleNamespace = nn,
+    scale_path: str | Path | None = None,
+    attention_backend: str = "sdpa",
+) -> HunyuanImageDiT:
+    """Load any supported DiT file. ``dtype=None`` keeps the file's dtype; fp8 weights always stay fp8."""
+    info = inspect_dit(path, scale_path)
+    file = _open(path)
+    view = _View(file, info.layout, info.prefix)
+    scale_file = Path(scale_path) if scale_path else _scale_file(file.path)
+    scales = _Scales(view, scale_file) if info.weight_dtype in FP8_DTYPES else None
+    file_dtype = info.weight_dtype if info.weight_dtype not in FP8_DTYPES else torch.bfloat16
+    compute = dtype or file_dtype
+    with torch.device("meta"):
+        model = HunyuanImageDiT(info.config, dtype=compute, operations=operations, attention_backend=attention_backend)
+    for name in list(model.state_dict()):
+        module_name, _, leaf = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if isinstance(module, Fp8Linear):
+            continue  # filled together with its weight
+        tensor, scale = _read(view, name, scales)
+        if scale is not None and isinstance(module, nn.Linear) and leaf == "weight":
+            bias = _read(view, f"{module_name}.bias", None)[0].to(device, compute) if module.bias is not None else None
+            fp8 = Fp8Linear(tensor.to(device), scale.to(device), bias, compute)
+            parent_name, _, child = module_name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, fp8)
+            continue
+        setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=compute), requires_grad=False))
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise DiTCheckpointError(f"{file.path.name}: parameters left unfilled after loading: {left[:5]}")
+    log.info("loaded %s: %s", file.path.name, info.describe())
+    return model.eval()
+
+
+def _read(view: _View, name: str, scales: _Scales | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One parameter from the file (concatenating split parts); fp8 weights come with per-row scales."""
+    source = view.source(name)
+    parts = [view.file.get(k) for k in view.file_keys(name)]
+    scale = None
+    if parts[0].dtype in FP8_DTYPES:
+        if scales is None or not name.endswith(".weight"):
+            parts = [p.float() for p in parts]
+        else:
+            part_scales = []
+            for key, part in zip(view.file_keys(name), parts, strict=True):
+                s = scales.find(key)
+                part_scales.append((torch.ones(()) if s is None else s.reshape(())).expand(part.shape[0]))
+            scale = torch.cat(part_scales)
+            if bool((scale == scale[0]).all()):
+                scale = scale[:1].reshape(())
+    tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    if source.swap_halves:
+        tensor = torch.cat(tensor.chunk(2, dim=0)[::-1], dim=0)
+    return tensor, scale
