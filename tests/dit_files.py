@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 from hunyuan_core.dit import keys as K
-from hunyuan_core.dit.fp8 import quantize_fp8
+from hunyuan_core.fp8 import quantize_fp8
 
 TINY = DiTConfig(
     variant="base", hidden_size=64, num_heads=2, depth_double=2, depth_single=2, rope_axes=(16, 16),

@@ -16,7 +16,7 @@ from dit_files import (
 
 from hunyuan_core.dit import keys as K
 from hunyuan_core.dit.checkpoint import DiTCheckpointError, inspect_dit, load_dit
-from hunyuan_core.dit.fp8 import Fp8Linear
+from hunyuan_core.fp8 import Fp8Linear
 
 H = TINY.hidden_size
 

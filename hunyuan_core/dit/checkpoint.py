@@ -20,7 +20,7 @@ from torch import nn
 from ..tensor_files import CheckpointFileError, TensorFile
 from . import keys as K
 from .config import DiTConfig
-from .fp8 import FP8_DTYPES, Fp8Linear
+from ..fp8 import FP8_DTYPES, Fp8Linear
 from .model import HunyuanImageDiT
 
 log = logging.getLogger(__name__)
