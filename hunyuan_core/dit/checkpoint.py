@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from ..fp8 import FP8_DTYPES, Fp8Linear
+from ..identify import describe_checkpoint
 from ..tensor_files import CheckpointFileError, TensorFile
 from . import keys as K
 from .config import DiTConfig
-from ..fp8 import FP8_DTYPES, Fp8Linear
 from .model import HunyuanImageDiT
 
 log = logging.getLogger(__name__)
@@ -57,32 +58,6 @@ class DiTCheckpointInfo:
         if self.fp8_scales:
             parts.append(f"fp8 scales: {self.fp8_scales}")
         return ", ".join(parts)
-
-
-def appears_to_be(keys: list[str], shape_of) -> str:
-    """A short human description of a checkpoint that is not a HunyuanImage-2.1 DiT."""
-    ks = set(keys)
-
-    def has(pattern: str) -> bool:
-        return any(re.search(pattern, k) for k in ks)
-
-    if has(r"(^|\.)decoder\.conv_in\.") or has(r"(^|\.)encoder\.down\.\d"):
-        return "a VAE"
-    if has(r"input_blocks\.\d+\.\d+\.") and has(r"output_blocks\."):
-        return "a Stable Diffusion / SDXL UNet checkpoint"
-    if has(r"(^|\.)layers\.\d+\.self_attn\.q_proj\.") or has(r"(^|\.)embed_tokens\.weight$"):
-        return "a text encoder (a decoder-only language model such as Qwen2.5-VL)"
-    if has(r"(^|\.)block\.\d+\.layer\.\d+\.SelfAttention\.") or has(r"(^|\.)shared\.weight$"):
-        return "a text encoder (T5 / ByT5)"
-    if has(r"double_blocks\.\d+\.") and has(r"(^|\.)vector_in\.") and has(r"individual_token_refiner"):
-        return "a HunyuanVideo transformer"
-    if has(r"double_blocks\.\d+\.") and (has(r"(^|\.)img_in\.weight$") or has(r"(^|\.)txt_in\.weight$")):
-        return "a Flux-style transformer"
-    if has(r"(^|\.)transformer_blocks\.\d+\."):
-        return "a diffusers transformer of another model"
-    if not keys:
-        return "an empty checkpoint"
-    return f"an unknown checkpoint ({len(keys)} tensors, e.g. {sorted(keys)[0]!r})"
 
 
 class _View:
@@ -188,8 +163,9 @@ def _resolve(file: TensorFile) -> _View:
         and (view.has("txt_in.input_embedder.weight") or layout == K.DIFFUSERS)
     )
     if not is_hunyuan:
+        found = describe_checkpoint(keys, file.shape)
         raise DiTCheckpointError(
-            f"{file.path.name} is not a HunyuanImage-2.1 DiT: it appears to be {appears_to_be(keys, file.shape)}. "
+            f"{file.path.name} is not a HunyuanImage-2.1 DiT: it appears to be {found}. "
             "Expected a HunyuanImage-2.1 diffusion model (base, distilled or refiner) in models/diffusion_models."
         )
     return view
