@@ -142,7 +142,7 @@ def foreign_files() -> dict[str, tuple[dict[str, torch.Tensor], str]]:
         ),
         "byt5.safetensors": (
             {"shared.weight": z(10, 8), "encoder.block.0.layer.0.SelfAttention.q.weight": z(8, 8)},
-            "appears to be a text encoder (T5 / ByT5)",
+            "appears to be a text encoder (T5 / ByT5, width 8)",
         ),
         "sdxl.safetensors": (
             {
