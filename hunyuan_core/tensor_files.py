@@ -95,6 +95,9 @@ class TensorFile:
     def keys(self) -> list[str]:
         return list(self._tensors) if self._tensors is not None else list(self._meta)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
     def __contains__(self, key: str) -> bool:
         return key in (self._tensors if self._tensors is not None else self._meta)
 
