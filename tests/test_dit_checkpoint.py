@@ -214,3 +214,14 @@ def test_pickled_code_is_never_executed(tmp_path):
     torch.save({"img_in.proj.weight": torch.zeros(1), "x": Payload()}, path)
     with pytest.raises(DiTCheckpointError, match="cannot be read as a PyTorch checkpoint"):
         inspect_dit(path)
+
+
+def test_quantize_on_load_keeps_block_linears_in_fp8(tmp_path):
+    state = random_state(TINY, dtype=torch.bfloat16)
+    model = load_dit(save(state, tmp_path / "dit.safetensors"), quantize_fp8=True)
+    fp8 = {n for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
+    assert fp8 and all(n.startswith(("double_blocks.", "single_blocks.")) for n in fp8)
+    assert model.final_layer.linear.weight.dtype == torch.bfloat16
+    weight = state["double_blocks.1.txt_mlp.fc2.weight"].float()
+    got = model.double_blocks[1].txt_mlp.fc2.dequantized_weight().float()
+    assert ((got - weight).abs().max() / weight.abs().max()).item() < 0.07  # e4m3 keeps 3 mantissa bits

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..fp8 import FP8_DTYPES, Fp8Linear
+from ..fp8 import quantize_fp8 as quantize_to_fp8
 from ..identify import describe_checkpoint
 from ..tensor_files import CheckpointFileError, TensorFile
 from . import keys as K
@@ -258,8 +259,13 @@ def load_dit(
     operations: SimpleNamespace = nn,
     scale_path: str | Path | None = None,
     attention_backend: str = "sdpa",
+    quantize_fp8: bool = False,
 ) -> HunyuanImageDiT:
-    """Load any supported DiT file. ``dtype=None`` keeps the file's dtype; fp8 weights always stay fp8."""
+    """Load any supported DiT file. ``dtype=None`` keeps the file's dtype; fp8 weights always stay fp8.
+
+    ``quantize_fp8`` stores the block linears of a bf16/fp32 file in e4m3 with per-tensor scales, as the official
+    fp8 release does (half the memory, same arithmetic path); embedders and final layer keep ``dtype``.
+    """
     info = inspect_dit(path, scale_path)
     file = _open(path)
     view = _View(file, info.layout, info.prefix)
@@ -275,6 +281,8 @@ def load_dit(
         if isinstance(module, Fp8Linear):
             continue  # filled together with its weight
         tensor, scale = _read(view, name, scales)
+        if quantize_fp8 and scale is None and _is_block_linear_weight(name, module, leaf):
+            tensor, scale = quantize_to_fp8(tensor)
         if scale is not None and isinstance(module, nn.Linear) and leaf == "weight":
             bias = _read(view, f"{module_name}.bias", None)[0].to(device, compute) if module.bias is not None else None
             fp8 = Fp8Linear(tensor.to(device), scale.to(device), bias, compute)
@@ -287,6 +295,11 @@ def load_dit(
         raise DiTCheckpointError(f"{file.path.name}: parameters left unfilled after loading: {left[:5]}")
     log.info("loaded %s: %s", file.path.name, info.describe())
     return model.eval()
+
+
+def _is_block_linear_weight(name: str, module: nn.Module, leaf: str) -> bool:
+    """The layers the official fp8 release quantizes: every Linear inside the double and single blocks."""
+    return leaf == "weight" and isinstance(module, nn.Linear) and name.startswith(("double_blocks.", "single_blocks."))
 
 
 def _read(view: _View, name: str, scales: _Scales | None) -> tuple[torch.Tensor, torch.Tensor | None]:
