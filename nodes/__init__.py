@@ -5,9 +5,20 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .latent import HunyuanImage21EmptyLatent
+from .loaders import HunyuanImage21DiTLoader, HunyuanImage21TextEncoderLoader, HunyuanImage21VAELoader
+from .sampler import HunyuanImage21Sampler
+from .text import HunyuanImage21TextEncode
+from .vae import HunyuanImage21VAEDecode, HunyuanImage21VAEEncode
 
 NODE_CLASSES: list[type[io.ComfyNode]] = [
+    HunyuanImage21DiTLoader,
+    HunyuanImage21TextEncoderLoader,
+    HunyuanImage21VAELoader,
+    HunyuanImage21TextEncode,
     HunyuanImage21EmptyLatent,
+    HunyuanImage21Sampler,
+    HunyuanImage21VAEDecode,
+    HunyuanImage21VAEEncode,
 ]
 
 

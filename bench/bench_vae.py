@@ -1,0 +1,161 @@
+"""Benchmark: decoding a 64x64 latent (a 2048x2048 image) with the full-size stage-1 VAE on the CPU.
+
+Ours and diffusers' ``AutoencoderKLHunyuanImage`` are given the same random weights (fan-in scaled, seeded per
+parameter name, encoder included so the resident weights are the real 1.62 GB) and the same latent. Each decode
+runs in a fresh subprocess (this script with ``--worker``) so its peak resident memory (ru_maxrss) is its own.
+Also run: our opt-in tiled decode, with its peak memory and its error against the full decode. Prints times,
+the time ratio, peak memory and the output differences.
+
+Run: .venv/bin/python bench/bench_vae.py [--latent 64] [--repeats 1] [--tile 40] [--overlap 8] [--threads N]
+A full 2048x2048 decode is ~34 TFLOP: minutes per worker on a small CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hunyuan_core.vae import STAGE1, HunyuanImageVAE, Tiling
+from hunyuan_core.vae.checkpoint import diffusers_name
+from hunyuan_core.vae.images import tiled_decode
+
+GIB = 1024**3
+
+
+def fill(tensor: torch.Tensor, name: str) -> None:
+    """Deterministic weights by our parameter name: N(0, 1/fan_in) for convs, GN scale 1, small biases."""
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    if tensor.ndim > 1:
+        tensor.copy_(torch.randn(tensor.shape, generator=gen) * tensor[0].numel() ** -0.5)
+    elif name.endswith("weight"):
+        tensor.fill_(1.0)
+    else:
+        tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.02)
+
+
+def rss_now() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def build(kind: str) -> torch.nn.Module:
+    if kind == "diffusers":
+        from diffusers import AutoencoderKLHunyuanImage
+
+        c = STAGE1
+        with torch.device("meta"):
+            model = AutoencoderKLHunyuanImage(
+                in_channels=c.in_channels, out_channels=c.out_channels, latent_channels=c.latent_channels,
+                block_out_channels=c.block_out_channels, layers_per_block=c.layers_per_block,
+                spatial_compression_ratio=c.spatial_compression, sample_size=384, scaling_factor=c.scaling_factor,
+            )  # fmt: skip
+        ours_of = {diffusers_name(n, c): n for n in HunyuanImageVAE(c, device="meta").state_dict()}
+    else:
+        with torch.device("meta"):
+            model = HunyuanImageVAE(STAGE1)
+        ours_of = {n: n for n in model.state_dict()}
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            fill(param, ours_of[name])
+    return model.eval()
+
+
+def worker(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build("diffusers" if args.worker == "diffusers" else "ours")
+    z = torch.randn(1, STAGE1.latent_channels, args.latent, args.latent, generator=torch.Generator().manual_seed(0))
+    baseline = rss_now()
+    if args.worker == "diffusers":
+        run = lambda: model.decode(z).sample  # noqa: E731
+    elif args.worker == "tiled":
+        run = lambda: tiled_decode(model, z, Tiling(args.tile, args.overlap))  # noqa: E731
+    else:
+        run = lambda: model.decode(z)  # noqa: E731
+    times = []
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - start)
+    torch.save(out.float().contiguous(), args.out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"time": statistics.median(times), "times": times, "peak": peak, "baseline": baseline}))
+
+
+def spawn(kind: str, args: argparse.Namespace, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--out", str(out), "--latent", str(args.latent),
+           "--repeats", str(args.repeats), "--tile", str(args.tile), "--overlap", str(args.overlap),
+           "--threads", str(args.threads)]  # fmt: skip
+    print(f"[{kind}] decoding a {args.latent}x{args.latent} latent ...", flush=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} worker failed:\n{result.stderr[-4000:]}")
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"[{kind}] {stats['time']:.1f} s, peak RSS {stats['peak'] / GIB:.2f} GiB", flush=True)
+    return stats
+
+
+def to_image(x: torch.Tensor) -> torch.Tensor:
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latent", type=int, default=64, help="latent side (64 = a 2048x2048 image)")
+    parser.add_argument("--repeats", type=int, default=1, help="decodes per worker (median time reported)")
+    parser.add_argument("--tile", type=int, default=40, help="tiled decode: tile side in latent cells")
+    parser.add_argument("--overlap", type=int, default=8, help="tiled decode: minimum overlap in latent cells")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
+    parser.add_argument("--no-tiled", action="store_true", help="skip the tiled decode")
+    parser.add_argument("--worker", choices=["ours", "diffusers", "tiled"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    side = args.latent * STAGE1.spatial_compression
+    print(f"stage-1 VAE decode, {args.latent}x{args.latent} latent -> {side}x{side} image, fp32, CPU, "
+          f"{args.threads or torch.get_num_threads()} threads, {args.repeats} repeat(s)")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        kinds = ["ours", "diffusers"] + ([] if args.no_tiled else ["tiled"])
+        stats = {k: spawn(k, args, Path(tmp) / f"{k}.pt") for k in kinds}
+        outputs = {k: torch.load(Path(tmp) / f"{k}.pt") for k in kinds}
+
+    ours, ref = outputs["ours"], outputs["diffusers"]
+    print("\n| decode | time (s) | peak RSS (GiB) | above weights (GiB) |")
+    print("|---|---|---|---|")
+    for k in kinds:
+        s = stats[k]
+        print(f"| {k} | {s['time']:.1f} | {s['peak'] / GIB:.2f} | {(s['peak'] - s['baseline']) / GIB:.2f} |")
+    print(f"\ntime ratio ours / diffusers: {stats['ours']['time'] / stats['diffusers']['time']:.3f}")
+    print(f"peak RSS ratio ours / diffusers: {stats['ours']['peak'] / stats['diffusers']['peak']:.3f}")
+    raw = (ours - ref).abs().max().item()
+    print(f"ours vs diffusers: max abs diff {raw:.3e} (relative to max |ref| {raw / ref.abs().max().item():.3e})")
+    if "tiled" in outputs:
+        tiled = outputs["tiled"]
+        diff = (tiled - ours).abs()
+        image = (to_image(tiled) - to_image(ours)).abs()
+        print(f"tiled ({args.tile}/{args.overlap} latent cells) vs full: raw max abs {diff.max().item():.3e} "
+              f"(relative {diff.max().item() / ours.abs().max().item():.3e}), on the 0..1 image scale max "
+              f"{image.max().item():.4f}, mean {image.mean().item():.5f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

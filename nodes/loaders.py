@@ -1,0 +1,154 @@
+"""Loader nodes: the DiT, the two text encoders and the VAE, each detected from the file's own keys."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.latent_formats
+import comfy.ops
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..hunyuan_core.dit.checkpoint import inspect_dit, load_dit
+from ..hunyuan_core.text.byt5 import load_glyph_encoder
+from ..hunyuan_core.text.qwen import load_qwen_encoder
+from ..hunyuan_core.vae import load_vae
+from . import management
+from .types import VAE, DiTModel, TextEncoderBundle, TextEncoders
+
+log = logging.getLogger(__name__)
+
+WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp8_e4m3fn": "fp8"}
+NO_GLYPH = "none"
+GLYPH_FILE = "byt5_small_glyphxl_fp16.safetensors"
+
+
+class HunyuanImage21DiTLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21DiTLoader",
+            display_name="HunyuanImage 2.1 DiT Loader",
+            category="HunyuanImage/loaders",
+            description=(
+                "Loads a HunyuanImage-2.1 diffusion model (base, distilled or refiner) from models/diffusion_models. "
+                "Any published format works: Tencent's bf16 or fp8 (+ its _scale file), Comfy-Org's repacks, "
+                "diffusers weights. The variant is detected from the file and drives the sampler's defaults."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "dit_name",
+                    options=folder_paths.get_filename_list("diffusion_models"),
+                    tooltip="The DiT file in models/diffusion_models, e.g. hunyuanimage2.1_distilled_bf16.safetensors.",
+                ),
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(WEIGHT_DTYPES),
+                    default="auto",
+                    tooltip=(
+                        "auto keeps the file's precision (fp8 files stay fp8). fp8_e4m3fn stores a bf16 file's "
+                        "block weights in fp8 like the official fp8 release: half the memory, slight quality cost."
+                    ),
+                ),
+            ],
+            outputs=[DiTModel.Output(display_name="model", tooltip="The loaded DiT with its detected variant.")],
+        )
+
+    @classmethod
+    def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
+        path = management.resolve("diffusion_models", dit_name)
+        choice = WEIGHT_DTYPES[weight_dtype]
+        info = inspect_dit(path)
+        model = load_dit(
+            path,
+            dtype=choice if isinstance(choice, torch.dtype) else None,
+            operations=comfy.ops.manual_cast,
+            quantize_fp8=choice == "fp8",
+        )
+        # Live previews: ComfyUI's RGB factors for HunyuanImage-2.1 latents (model space).
+        model.latent_format = comfy.latent_formats.HunyuanImage21()
+        log.info("HunyuanImage-2.1: %s", info.describe())
+        return io.NodeOutput(management.patch(model, "diffusion"))
+
+
+class HunyuanImage21TextEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        files = folder_paths.get_filename_list("text_encoders")
+        return io.Schema(
+            node_id="HunyuanImage21TextEncoderLoader",
+            display_name="HunyuanImage 2.1 Text Encoder Loader",
+            category="HunyuanImage/loaders",
+            description=(
+                "Loads the two text encoders of HunyuanImage-2.1 from models/text_encoders: Qwen2.5-VL-7B (a single "
+                "file such as qwen_2.5_vl_7b.safetensors, its fp8_scaled variant, or a Qwen2.5-VL-7B-Instruct "
+                "folder) and the Glyph-SDXL-v2 ByT5 encoder that renders quoted text."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "qwen",
+                    options=management.model_folders("text_encoders") + files,
+                    tooltip="Qwen2.5-VL-7B file or folder; only its language model is loaded (no vision tower).",
+                ),
+                io.Combo.Input(
+                    "byt5",
+                    options=[NO_GLYPH, *files],
+                    default="byt5_small_glyphxl_fp16.safetensors"
+                    if "byt5_small_glyphxl_fp16.safetensors" in files
+                    else NO_GLYPH,
+                    tooltip=(
+                        "The ByT5 glyph encoder (byt5_small_glyphxl_fp16.safetensors or byt5_model.pt). Needed for "
+                        "text in quotes to be rendered well; 'none' skips it (quoted text then loses its glyph cue)."
+                    ),
+                ),
+            ],
+            outputs=[
+                TextEncoders.Output(display_name="text_encoders", tooltip="Both encoders, for the text-encode node.")
+            ],
+        )
+
+    @classmethod
+    def execute(cls, qwen: str, byt5: str) -> io.NodeOutput:
+        qwen_model = load_qwen_encoder(
+            management.resolve("text_encoders", qwen),
+            tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
+        )
+        glyph = None
+        if byt5 != NO_GLYPH:
+            glyph = load_glyph_encoder(
+                management.resolve("text_encoders", byt5),
+                tokenizer_dirs=[management.host_tokenizer_dir("byt5_tokenizer")],
+            )
+        bundle = TextEncoderBundle(
+            qwen=management.patch(qwen_model, "text"),
+            glyph=None if glyph is None else management.patch(glyph, "text"),
+        )
+        return io.NodeOutput(bundle)
+
+
+class HunyuanImage21VAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21VAELoader",
+            display_name="HunyuanImage 2.1 VAE Loader",
+            category="HunyuanImage/loaders",
+            description=(
+                "Loads HunyuanImage-2.1's 32x VAE from models/vae: Comfy-Org's hunyuan_image_2.1_vae_fp16.safetensors, "
+                "Tencent's vae_2_1/pytorch_model.ckpt, or diffusers weights."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "vae_name",
+                    options=folder_paths.get_filename_list("vae"),
+                    tooltip="The stage-1 VAE file (64 latent channels, 32x compression).",
+                ),
+            ],
+            outputs=[VAE.Output(display_name="vae", tooltip="The VAE, for the pack's decode and encode nodes.")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name: str) -> io.NodeOutput:
+        vae = load_vae(management.resolve("vae", vae_name), operations=comfy.ops.manual_cast)
+        return io.NodeOutput(management.patch(vae, "vae"))

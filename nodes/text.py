@@ -1,0 +1,73 @@
+"""Text encode: prompt and negative prompt through Qwen2.5-VL, quoted text through the ByT5 glyph encoder."""
+
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import io
+
+from ..hunyuan_core.sampling import Conditioning as CoreConditioning
+from ..hunyuan_core.text.encoder import encode_prompt
+from . import management
+from .types import Conditioning, PromptPair, TextEncoderBundle, TextEncoders
+
+log = logging.getLogger(__name__)
+
+
+def parse_glyph_text(glyph_text: str) -> list[str] | None:
+    """One glyph text per line; empty means 'use the quoted text found in the prompt'."""
+    lines = [line.strip() for line in glyph_text.splitlines() if line.strip()]
+    return lines or None
+
+
+class HunyuanImage21TextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21TextEncode",
+            display_name="HunyuanImage 2.1 Text Encode",
+            category="HunyuanImage/conditioning",
+            description=(
+                "Encodes the prompt exactly as the official pipeline: Qwen2.5-VL hidden states (official template, "
+                'up to 1000 tokens) plus ByT5 glyph states for text in "double quotes", ‘…’ or “…”. Quoted text '
+                "also switches the base model's guidance to its text-rendering schedule."
+            ),
+            inputs=[
+                TextEncoders.Input("text_encoders", tooltip="From the HunyuanImage 2.1 Text Encoder Loader."),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    dynamic_prompts=True,
+                    tooltip='What to draw. Put text to render in double quotes, e.g. a sign saying "OPEN".',
+                ),
+                io.String.Input(
+                    "negative_prompt",
+                    multiline=True,
+                    default="",
+                    tooltip="What to avoid (base model only; the distilled model ignores it). Official: empty.",
+                ),
+                io.String.Input(
+                    "glyph_text",
+                    multiline=True,
+                    default="",
+                    tooltip="Optional: the exact text to render, one item per line, instead of what the prompt quotes.",
+                ),
+            ],
+            outputs=[
+                Conditioning.Output(display_name="conditioning", tooltip="Positive and negative, for the sampler.")
+            ],
+        )
+
+    @classmethod
+    def execute(cls, text_encoders: TextEncoderBundle, prompt: str, negative_prompt: str, glyph_text: str):
+        management.load(text_encoders.qwen, text_encoders.glyph)
+        qwen = text_encoders.qwen.model
+        glyph = None if text_encoders.glyph is None else text_encoders.glyph.model
+        positive = encode_prompt(qwen, glyph, prompt, parse_glyph_text(glyph_text))
+        negative = encode_prompt(qwen, glyph, negative_prompt)
+        if positive.has_quoted_text and glyph is None:
+            log.warning("HunyuanImage-2.1: the prompt quotes text but no ByT5 glyph encoder is loaded")
+        if positive.has_quoted_text:
+            log.info("HunyuanImage-2.1: glyph text %r", positive.glyph_text)
+        pair = PromptPair(CoreConditioning.of(positive).to("cpu"), CoreConditioning.of(negative).to("cpu"))
+        return io.NodeOutput(pair)

@@ -1,0 +1,87 @@
+"""VAE decode and encode with HunyuanImage-2.1's 32x VAE, in ComfyUI's LATENT and IMAGE conventions."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+from comfy_api.latest import io
+
+from ..hunyuan_core.vae import Tiling, decode, encode
+from . import management
+from .types import VAE
+
+PRECISIONS = ["fp32", "bf16", "fp16"]
+AUTO = "auto"
+
+
+def resolve_precision(precision: str, vae) -> str:
+    """``auto``: the official fp16 decode on a GPU, fp32 on the CPU (where fp16 convolutions are slow)."""
+    if precision != AUTO:
+        return precision
+    return "fp32" if vae.load_device.type == "cpu" else "fp16"
+
+
+class HunyuanImage21VAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21VAEDecode",
+            display_name="HunyuanImage 2.1 VAE Decode",
+            category="HunyuanImage/latent",
+            description=(
+                "Decodes a HunyuanImage-2.1 latent to an image in one piece, as the official pipeline does. For small "
+                "GPUs, decode one image at a time, or enable tiling (approximate: it can leave faint seams)."
+            ),
+            inputs=[
+                VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader."),
+                io.Latent.Input("latent", tooltip="A [B, 64, H/32, W/32] latent, e.g. from the sampler."),
+                io.Combo.Input(
+                    "precision", options=[AUTO, *PRECISIONS], default=AUTO,
+                    tooltip="auto: fp16 on a GPU (as official), fp32 on the CPU. fp32 is exact but slower.",
+                ),
+                io.Int.Input(
+                    "batch_slice", default=0, min=0, max=64,
+                    tooltip="Decode this many images at a time (0 = all at once). Same result, less memory.",
+                ),
+                io.Int.Input(
+                    "tile_size", default=0, min=0, max=256,
+                    tooltip="0 = no tiling (official). Else tile size in latent cells (32 px): less memory, inexact.",
+                ),
+            ],
+            outputs=[io.Image.Output(tooltip="The decoded images, 0..1.")],
+        )  # fmt: skip
+
+    @classmethod
+    def execute(cls, vae, latent: dict, precision: str, batch_slice: int, tile_size: int) -> io.NodeOutput:
+        management.load(vae)
+        tiling = Tiling(tile=tile_size, overlap=max(1, tile_size // 4)) if tile_size else None
+        images = decode(
+            vae.model, latent["samples"], precision=resolve_precision(precision, vae),
+            batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),
+        )  # fmt: skip
+        return io.NodeOutput(images)
+
+
+class HunyuanImage21VAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21VAEEncode",
+            display_name="HunyuanImage 2.1 VAE Encode",
+            category="HunyuanImage/latent",
+            description="Encodes an image (sides multiples of 32) to a HunyuanImage-2.1 latent, e.g. for img2img.",
+            inputs=[
+                VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader."),
+                io.Image.Input("image", tooltip="The image to encode; width and height must be multiples of 32."),
+                io.Combo.Input(
+                    "precision", options=PRECISIONS, default="fp32",
+                    tooltip="fp32 is exact; fp16/bf16 halve the memory.",
+                ),
+            ],
+            outputs=[io.Latent.Output(tooltip="The posterior mean latent, [B, 64, H/32, W/32].")],
+        )  # fmt: skip
+
+    @classmethod
+    def execute(cls, vae, image, precision: str) -> io.NodeOutput:
+        management.load(vae)
+        samples = encode(vae.model, image, precision=precision, output_device=mm.intermediate_device())
+        return io.NodeOutput({"samples": samples})

@@ -1,0 +1,152 @@
+"""CFG, APG and the official CFG->APG mix, checked against a direct float64 transcription of model.md §4.3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hunyuan_core.sampling import APGSettings, Guider, apg, build_schedule, cfg, official_apg_start
+
+SHAPE = (2, 64, 3, 4)
+
+
+class Transcription:
+    """model.md §4.3, per sample in numpy float64: momentum, clip the L2 norm to 10, drop the part along cond."""
+
+    def __init__(self, scale=10.0, eta=0.0, threshold=10.0, momentum=-0.5) -> None:
+        self.scale, self.eta, self.threshold, self.momentum = scale, eta, threshold, momentum
+        self.avg: np.ndarray | None = None
+
+    def update(self, u: np.ndarray, c: np.ndarray) -> np.ndarray:
+        diff = c - u
+        self.avg = diff if self.avg is None else diff + self.momentum * self.avg
+        return self.avg
+
+    def apg(self, u: np.ndarray, c: np.ndarray) -> np.ndarray:
+        avg = self.update(u, c)
+        out = np.empty_like(u)
+        for b in range(u.shape[0]):
+            d = avg[b].copy()
+            norm = np.sqrt((d * d).sum())
+            if norm > self.threshold:
+                d = d * (self.threshold / norm)
+            unit = c[b] / np.sqrt((c[b] * c[b]).sum())
+            parallel = (d * unit).sum() * unit
+            out[b] = u[b] + self.scale * ((d - parallel) + self.eta * parallel)
+        return out
+
+
+def pair(seed: int, spread: tuple[float, float] = (0.02, 0.6)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uncond/cond velocities; sample 0's difference stays under the norm threshold, sample 1's exceeds it."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(SHAPE, generator=gen)
+    step = torch.randn(SHAPE, generator=gen) * torch.tensor(spread).reshape(2, 1, 1, 1)
+    return u, u + step
+
+
+def close(got: torch.Tensor, want: np.ndarray) -> None:
+    want_t = torch.from_numpy(want)
+    err = float((got.double() - want_t).abs().max())
+    assert err <= 1e-5 * float(want_t.abs().max()), err
+
+
+def test_pair_straddles_the_norm_threshold():
+    u, c = pair(0)
+    norms = (c - u).flatten(1).norm(dim=1)
+    assert float(norms[0]) < 10 < float(norms[1])
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.4])
+def test_apg_sequence_matches_transcription(eta):
+    settings = APGSettings(scale=10.0, eta=eta, norm_threshold=10.0, momentum=-0.5)
+    guider = Guider("apg", 3.5, build_schedule(6, 5), apg_settings=settings)
+    ref = Transcription(eta=eta)
+    for step in range(6):
+        u, c = pair(step)
+        close(guider.combine(step, u, c), ref.apg(u.double().numpy(), c.double().numpy()))
+
+
+def test_apg_without_momentum_is_the_plain_projection():
+    u, c = pair(9)
+    ref = Transcription(momentum=0.0)
+    close(apg(u, c, APGSettings()), ref.apg(u.double().numpy(), c.double().numpy()))
+
+
+def test_cfg_formula():
+    u, c = pair(3)
+    assert torch.allclose(cfg(u, c, 3.5), u + 3.5 * (c - u))
+    guider = Guider("cfg", 3.5, build_schedule(4, 5))
+    assert guider.apg_start is None
+    for step in range(4):
+        assert torch.equal(guider.combine(step, u, c), cfg(u, c, 3.5))
+    assert guider.buffer.average is None
+
+
+def test_official_switch_at_50_steps():
+    schedule = build_schedule(50, 5)
+    plain = Guider("official", 3.5, schedule, has_quoted_text=False)
+    quoted = Guider("official", 3.5, schedule, has_quoted_text=True)
+    assert plain.apg_start == 6 and quoted.apg_start == 39
+    assert [s for s in range(50) if not plain.uses_apg(s)] == list(range(6))  # CFG for steps 0..5
+    assert [s for s in range(50) if not quoted.uses_apg(s)] == list(range(39))  # CFG for steps 0..38
+
+
+@pytest.mark.parametrize(
+    ("steps", "plain", "quoted"),
+    [(50, 6, 39), (8, 1, 6), (10, 1, 8), (20, 2, 16), (25, 3, 20), (30, 4, 23), (100, 12, 78), (4, 0, 3)],
+)
+def test_switch_keeps_the_share_of_cfg_steps(steps, plain, quoted):
+    # round(N * 6/50) and round(N * 39/50) with halves rounded up (25 * 39/50 = 19.5 -> 20)
+    assert official_apg_start(steps, False) == plain
+    assert official_apg_start(steps, True) == quoted
+
+
+def test_switch_counts_in_the_full_schedule_for_img2img():
+    tail = build_schedule(25, 5, denoise=0.5)  # the last 25 steps of a 50-step schedule
+    assert tail.offset == 25
+    quoted = Guider("official", 3.5, tail, has_quoted_text=True)
+    assert [s for s in range(25) if not quoted.uses_apg(s)] == list(range(14))  # full steps 25..38
+    plain = Guider("official", 3.5, tail, has_quoted_text=False)
+    assert all(plain.uses_apg(s) for s in range(25))
+
+
+def test_momentum_buffer_updates_during_the_cfg_phase():
+    steps = 6
+    guider = Guider("official", 3.5, build_schedule(steps, 5), apg_start=3)
+    fresh = Guider("apg", 3.5, build_schedule(steps, 5))  # an APG that never saw the CFG steps
+    ref = Transcription()
+    for step in range(steps):
+        u, c = pair(10 + step)
+        un, cn = u.double().numpy(), c.double().numpy()
+        got = guider.combine(step, u, c)
+        if step < 3:
+            ref.update(un, cn)
+            assert torch.equal(got, cfg(u, c, 3.5))
+            close(guider.buffer.average, ref.avg)
+        else:
+            close(got, ref.apg(un, cn))
+            if step == 3:
+                assert float((fresh.combine(0, u, c) - got).abs().max()) > 1e-3
+
+
+def test_which_modes_need_the_unconditional_pass():
+    schedule = build_schedule(8, 5)
+    assert Guider("official", 3.5, schedule).needs_uncond
+    assert not Guider("official", 1.0, schedule).needs_uncond  # official: no CFG unless scale > 1
+    assert not Guider("official", 0.5, schedule).needs_uncond
+    assert Guider("cfg", 0.5, schedule).needs_uncond
+    assert not Guider("cfg", 1.0, schedule).needs_uncond
+    assert Guider("apg", 1.0, schedule).needs_uncond
+    distilled = Guider("distilled", 3.25, schedule)
+    assert distilled.embedded and not distilled.needs_uncond
+
+
+def test_bad_guidance_arguments():
+    schedule = build_schedule(8, 5)
+    with pytest.raises(ValueError, match="unknown guidance mode"):
+        Guider("mix", 3.5, schedule)
+    with pytest.raises(ValueError, match="finite"):
+        Guider("cfg", float("inf"), schedule)
+    with pytest.raises(ValueError, match="apg_start"):
+        Guider("official", 3.5, schedule, apg_start=-1)
