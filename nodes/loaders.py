@@ -150,5 +150,6 @@ class HunyuanImage21VAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
-        vae = load_vae(management.resolve("vae", vae_name), operations=comfy.ops.manual_cast)
+        # fp32 weights as the official pipeline keeps them; the decode node picks fp16 autocast on GPUs.
+        vae = load_vae(management.resolve("vae", vae_name), dtype=torch.float32, operations=comfy.ops.manual_cast)
         return io.NodeOutput(management.patch(vae, "vae"))

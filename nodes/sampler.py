@@ -104,7 +104,7 @@ class HunyuanImage21Sampler(io.ComfyNode):
         preview = latent_preview.prepare_callback(model, schedule.steps)
         out = sample(
             dit, noise, conditioning.positive, conditioning.negative,
-            steps=steps_arg, shift=_or_default(shift),
+            steps=None if sigmas is not None else steps_arg, shift=_or_default(shift),
             guidance_scale=_or_default(guidance_scale, variant_defaults(variant).guidance_scale),
             mode=None if guidance_mode == AUTO else guidance_mode,
             sigmas=sigmas, denoise=denoise if sigmas is None else 1.0,

@@ -7,16 +7,18 @@ import logging
 import pytest
 
 from hy21_host import ComfyClient, ComfyHost
+from hy21_host.tiny_models import write_tiny_models
 
 _hosts: list[ComfyHost] = []
 
 
 @pytest.fixture(scope="session")
 def comfy_host():
-    """One ComfyUI server for the session (start-up takes seconds); its models folder is empty and temporary."""
+    """One ComfyUI server for the session (start-up takes seconds), with the tiny model set in its models folder."""
     host = ComfyHost()
     _hosts.append(host)
     try:
+        write_tiny_models(host.models_dir)
         host.start()
         yield host
     finally:

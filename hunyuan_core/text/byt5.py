@@ -104,13 +104,13 @@ class GlyphEncoder(nn.Module):
         return self.model.config.d_model
 
     @property
-    def device(self) -> torch.device:
+    def weight_device(self) -> torch.device:
         return self.model.shared.weight.device
 
     @torch.no_grad()
     def encode(self, text: str) -> EncodedText:
         ids = self.tokenizer(text, truncation=True, max_length=GLYPH_MAX_TOKENS, add_special_tokens=True)["input_ids"]
-        input_ids = torch.tensor([ids], device=self.device)
+        input_ids = torch.tensor([ids], device=self.weight_device)
         states = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
         return EncodedText(states, torch.ones(states.shape[:2], dtype=torch.int64, device=states.device))
 

@@ -164,7 +164,7 @@ class QwenPromptEncoder(nn.Module):
         return self.model.embed_tokens.weight.dtype
 
     @property
-    def device(self) -> torch.device:
+    def weight_device(self) -> torch.device:
         return self.model.embed_tokens.weight.device
 
     def check_template(self, template: PromptTemplate) -> None:
@@ -187,7 +187,7 @@ class QwenPromptEncoder(nn.Module):
                 template.max_tokens,
             )
             ids = ids[: template.max_length]
-        input_ids = torch.tensor([ids], device=self.device)
+        input_ids = torch.tensor([ids], device=self.weight_device)
         out = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
         states = out.last_hidden_state[:, template.crop :]
         mask = torch.ones(states.shape[:2], dtype=torch.int64, device=states.device)
@@ -230,8 +230,7 @@ def load_qwen_encoder(
         model = Qwen2_5_VLTextModel(config)
     model.norm = nn.Identity()  # hidden_states[-3] is taken before the final norm
     _fill(model, tensors, compute, device)
-    with torch.device(device):
-        model.rotary_emb = type(model.rotary_emb)(config=config)
+    _rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)
     encoder.check_template(STAGE1_TEMPLATE)
@@ -240,6 +239,19 @@ def load_qwen_encoder(
         path.name, used_layers, used_layers + HIDDEN_STATE_SKIP, config.hidden_size, file_dtype,
     )  # fmt: skip
     return encoder
+
+
+def _rebuild_rotary(model: nn.Module, config, device) -> None:
+    """Rotary tables are computed buffers, not weights: build them for real after the meta-device construction."""
+    rotary = type(model.rotary_emb)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, rotary):
+            parent, _, child = name.rpartition(".")
+            with torch.device(device):
+                setattr(model.get_submodule(parent) if parent else model, child, rotary(config=config))
+    left = [n for n, b in model.named_buffers() if b.is_meta]
+    if left:
+        raise TextEncoderError(f"internal: buffers left on the meta device after loading: {left[:3]}")
 
 
 def _fill(model: nn.Module, tensors: _Tensors, compute: torch.dtype, device) -> None:

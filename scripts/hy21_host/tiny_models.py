@@ -1,0 +1,113 @@
+"""A tiny HunyuanImage-2.1 model set with random weights, in the real file formats under the real file names.
+
+Lets the demo and the integration tests run the shipped workflows end to end through a real ComfyUI without the
+~60 GB of real weights: every file goes through the same detection and loading code as the real one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+DIT_FILES = {"base": "hunyuanimage2.1_bf16.safetensors", "distilled": "hunyuanimage2.1_distilled_bf16.safetensors"}
+QWEN_FILE = "qwen_2.5_vl_7b.safetensors"
+GLYPH_FILE = "byt5_small_glyphxl_fp16.safetensors"
+VAE_FILE = "hunyuan_image_2.1_vae_fp16.safetensors"
+QWEN_VOCAB = 151936
+QWEN_HIDDEN = 128  # one 128-wide head, as Qwen2.5 uses: single files carry no config
+GLYPH_WIDTH = 1472  # the DiT's byt5_in width, as in the real model
+
+
+def _random(shapes: dict[str, torch.Size], seed: int, dtype: torch.dtype, scale: float = 0.05) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: (torch.randn(s, generator=gen) * scale).to(dtype) for k, s in shapes.items()}
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in module.state_dict().items()}
+
+
+def dit_state(variant: str, seed: int) -> dict[str, torch.Tensor]:
+    from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
+
+    distilled = variant == "distilled"
+    cfg = DiTConfig(
+        variant=variant, hidden_size=64, num_heads=2, depth_double=1, depth_single=1, rope_axes=(16, 16),
+        text_dim=QWEN_HIDDEN, byt5_dim=GLYPH_WIDTH, byt5_hidden=64, guidance_embed=distilled, meanflow=distilled,
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = HunyuanImageDiT(cfg, dtype=torch.bfloat16)
+    return _random(_shapes(model), seed, torch.bfloat16)
+
+
+def qwen_state(seed: int) -> dict[str, torch.Tensor]:
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    config = Qwen2_5_VLTextConfig(
+        vocab_size=QWEN_VOCAB, hidden_size=QWEN_HIDDEN, intermediate_size=256, num_hidden_layers=4,
+        num_attention_heads=1, num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = Qwen2_5_VLTextModel(config)
+    shapes = {f"model.{k}": s for k, s in _shapes(model).items() if not k.startswith("rotary_emb")}
+    state = _random(shapes, seed, torch.bfloat16)
+    state["lm_head.weight"] = torch.zeros(8, QWEN_HIDDEN, dtype=torch.bfloat16)  # present in the real file
+    return state
+
+
+def glyph_state(seed: int) -> dict[str, torch.Tensor]:
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=1510, d_model=GLYPH_WIDTH, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = T5EncoderModel(config)
+    shapes = {k: s for k, s in _shapes(model).items() if k != "encoder.embed_tokens.weight"}
+    state = _random(shapes, seed, torch.float16)
+    for key in state:  # T5 layer norms start at one, as trained ones roughly do
+        if "layer_norm" in key:
+            state[key] = torch.ones_like(state[key])
+    return state
+
+
+def vae_state(seed: int) -> dict[str, torch.Tensor]:
+    from hunyuan_core.vae import HunyuanImageVAE, VAEConfig
+
+    config = VAEConfig(block_out_channels=(32, 32, 32, 32, 128, 128), layers_per_block=1)
+    with torch.device("meta"):
+        model = HunyuanImageVAE(config, dtype=torch.float16)
+    state = _random(_shapes(model), seed, torch.float16)
+    for key in state:
+        if ".norm" in key and key.endswith(".weight"):
+            state[key] = torch.ones_like(state[key])
+    return state
+
+
+def write_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Write the tiny set under ``models_dir/<folder>/<real file name>``; existing files are kept."""
+    jobs = [
+        *(
+            ("diffusion_models", name, lambda v=variant, i=i: dit_state(v, i))
+            for i, (variant, name) in enumerate(DIT_FILES.items())
+        ),
+        ("text_encoders", QWEN_FILE, lambda: qwen_state(10)),
+        ("text_encoders", GLYPH_FILE, lambda: glyph_state(11)),
+        ("vae", VAE_FILE, lambda: vae_state(12)),
+    ]
+    written = []
+    for folder, name, make in jobs:
+        path = models_dir / folder / name
+        if path.exists() and not overwrite:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(make(), str(path), metadata={"hy21_tiny_test_model": "random weights"})
+        written.append(path)
+        log.info("wrote tiny %s", path)
+    return written

@@ -1,0 +1,131 @@
+"""Write the shipped workflows: a UI-format file (drag onto the canvas) and its API-format twin for each variant.
+
+Both come from one graph description here, so they cannot drift apart; tests/test_workflows.py checks the pair
+against a real server's /object_info. Run: .venv/bin/python scripts/make_workflows.py
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = (
+    "A cute, cartoon-style anthropomorphic penguin plush toy with fluffy fur, standing in a painting studio, "
+    "wearing a red knitted scarf and a red beret with the word “Tencent” on it, holding a paintbrush with a "
+    "focused expression as it paints an oil painting of the Mona Lisa, rendered in a photorealistic photographic "
+    "style."
+)
+NOTE = """HunyuanImage-2.1 ({variant}) with the official settings: leave steps, guidance and shift at 0 for the
+model's own values ({defaults}).
+
+Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work too):
+- models/diffusion_models/{dit}
+- models/text_encoders/qwen_2.5_vl_7b.safetensors (or qwen_2.5_vl_7b_fp8_scaled.safetensors)
+- models/text_encoders/byt5_small_glyphxl_fp16.safetensors
+- models/vae/hunyuan_image_2.1_vae_fp16.safetensors
+
+Put text to render in double quotes, ‘…’ or “…”. The model is trained at 2K: use a 2K size."""
+
+QWEN = "qwen_2.5_vl_7b.safetensors"
+BYT5 = "byt5_small_glyphxl_fp16.safetensors"
+VAE = "hunyuan_image_2.1_vae_fp16.safetensors"
+VARIANTS = {
+    "base": ("hunyuanimage2.1_bf16.safetensors", "50 steps, CFG 3.5 then APG, shift 5"),
+    "distilled": ("hunyuanimage2.1_distilled_bf16.safetensors", "8 steps, embedded guidance 3.25, shift 4"),
+}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    widgets: list  # UI widgets_values (seed widgets carry their control value after them)
+    api: dict  # API-format widget inputs
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output slot, type)
+    outputs: list = field(default_factory=list)  # (name, type)
+    pos: tuple = (0, 0)
+
+
+def graph(variant: str) -> list[Node]:
+    dit, defaults = VARIANTS[variant]
+    return [
+        Node(1, "HunyuanImage21DiTLoader", [dit, "auto"], {"dit_name": dit, "weight_dtype": "auto"},
+             outputs=[("model", "HY21_DIT")], pos=(0, 0)),
+        Node(2, "HunyuanImage21TextEncoderLoader", [QWEN, BYT5], {"qwen": QWEN, "byt5": BYT5},
+             outputs=[("text_encoders", "HY21_TEXT_ENCODERS")], pos=(0, 150)),
+        Node(3, "HunyuanImage21VAELoader", [VAE], {"vae_name": VAE}, outputs=[("vae", "HY21_VAE")], pos=(0, 300)),
+        Node(4, "HunyuanImage21TextEncode", [PROMPT, "", ""],
+             {"prompt": PROMPT, "negative_prompt": "", "glyph_text": ""},
+             links={"text_encoders": (2, 0, "HY21_TEXT_ENCODERS")}, outputs=[("conditioning", "HY21_CONDITIONING")],
+             pos=(420, 150)),
+        Node(5, "HunyuanImage21EmptyLatent", ["2048x2048 (1:1)", 2048, 2048, 1],
+             {"size": "2048x2048 (1:1)", "width": 2048, "height": 2048, "batch_size": 1},
+             outputs=[("LATENT", "LATENT")], pos=(420, 450)),
+        Node(6, "HunyuanImage21Sampler", [42, "fixed", 0, 0.0, 0.0, "auto", 1.0, "official"],
+             {"seed": 42, "steps": 0, "guidance_scale": 0.0, "shift": 0.0, "guidance_mode": "auto", "denoise": 1.0,
+              "noise_mode": "official"},
+             links={"model": (1, 0, "HY21_DIT"), "conditioning": (4, 0, "HY21_CONDITIONING"),
+                    "latent": (5, 0, "LATENT")},
+             outputs=[("LATENT", "LATENT")], pos=(880, 150)),
+        Node(7, "HunyuanImage21VAEDecode", ["auto", 0, 0], {"precision": "auto", "batch_slice": 0, "tile_size": 0},
+             links={"vae": (3, 0, "HY21_VAE"), "latent": (6, 0, "LATENT")}, outputs=[("IMAGE", "IMAGE")],
+             pos=(1300, 150)),
+        Node(8, "SaveImage", [f"HunyuanImage21_{variant}"], {"filename_prefix": f"HunyuanImage21_{variant}"},
+             links={"images": (7, 0, "IMAGE")}, pos=(1600, 150)),
+        Node(9, "Note", [NOTE.format(variant=variant, defaults=defaults, dit=dit)], {}, pos=(0, 480)),
+    ]  # fmt: skip
+
+
+def to_api(nodes: list[Node]) -> dict:
+    api = {}
+    for node in nodes:
+        if node.type == "Note":  # frontend-only
+            continue
+        inputs = dict(node.api)
+        inputs.update({name: [str(src), slot] for name, (src, slot, _) in node.links.items()})
+        api[str(node.id)] = {"class_type": node.type, "inputs": inputs}
+    return api
+
+
+def to_ui(nodes: list[Node]) -> dict:
+    links, ui_nodes = [], []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    for node in nodes:
+        for slot_name, (src, slot, kind) in node.links.items():
+            link_id = len(links) + 1
+            target_slot = list(node.links).index(slot_name)
+            links.append([link_id, src, slot, node.id, target_slot, kind])
+            out_links.setdefault((src, slot), []).append(link_id)
+    for order, node in enumerate(nodes):
+        link_ids = {
+            name: next(link[0] for link in links if link[3] == node.id and link[4] == i)
+            for i, name in enumerate(node.links)
+        }
+        ui_nodes.append({
+            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [400, 200 if node.type != "Note" else 300],
+            "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": link_ids[n]} for n, (_, _, t) in node.links.items()],
+            "outputs": [{"name": n, "type": t, "links": out_links.get((node.id, i), [])}
+                        for i, (n, t) in enumerate(node.outputs)],
+            "properties": {"Node name for S&R": node.type}, "widgets_values": node.widgets,
+        })  # fmt: skip
+    return {
+        "last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+        "groups": [], "config": {}, "extra": {}, "version": 0.4,
+    }  # fmt: skip
+
+
+def main() -> None:
+    for variant in VARIANTS:
+        nodes = graph(variant)
+        name = f"hunyuanimage21_{variant}"
+        (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=1, ensure_ascii=False) + "\n")
+        (ROOT / "workflows" / "api" / f"{name}_api.json").write_text(
+            json.dumps(to_api(nodes), indent=1, ensure_ascii=False) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
