@@ -21,9 +21,11 @@ AUTO = "auto"
 GUIDANCE_MODES = [AUTO, "official", "cfg", "apg", "distilled"]
 
 
+DEFAULT = -1  # on the steps, guidance and shift widgets: "the loaded model's official value"
+
+
 def _or_default(value: float, default: float | None = None) -> float | None:
-    """0 on a widget means 'the loaded model's official default'."""
-    return value if value else default
+    return default if value == DEFAULT else value
 
 
 class HunyuanImage21Sampler(io.ComfyNode):
@@ -34,7 +36,7 @@ class HunyuanImage21Sampler(io.ComfyNode):
             display_name="HunyuanImage 2.1 Sampler",
             category="HunyuanImage/sampling",
             description=(
-                "Samples exactly as the official pipeline. Leave steps, guidance and shift at 0 for the loaded "
+                "Samples exactly as the official pipeline. Leave steps, guidance and shift at -1 for the loaded "
                 "model's official values (base 50 steps / 3.5 / shift 5 with the CFG->APG mix; distilled 8 / 3.25 / "
                 "shift 4 with guidance embedding and MeanFlow), so one workflow serves both."
             ),
@@ -47,16 +49,16 @@ class HunyuanImage21Sampler(io.ComfyNode):
                     tooltip="Same seed, same image; with noise_mode 'official' the official pipeline's seed.",
                 ),
                 io.Int.Input(
-                    "steps", default=0, min=0, max=1000,
-                    tooltip="0 = the model's official count (base 50, distilled 8). Fewer is faster but rougher.",
+                    "steps", default=DEFAULT, min=DEFAULT, max=1000,
+                    tooltip="-1 = the model's official count (base 50, distilled 8). Fewer is faster but rougher.",
                 ),
                 io.Float.Input(
-                    "guidance_scale", default=0.0, min=0.0, max=30.0, step=0.05, round=0.01,
-                    tooltip="0 = official (base 3.5, distilled 3.25). Higher follows the prompt harder.",
+                    "guidance_scale", default=DEFAULT, min=DEFAULT, max=30.0, step=0.05, round=0.01,
+                    tooltip="-1 = official (base 3.5, distilled 3.25). Higher follows the prompt harder.",
                 ),
                 io.Float.Input(
-                    "shift", default=0.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                    tooltip="0 = official (base 5, distilled 4). Higher spends more steps on coarse structure.",
+                    "shift", default=DEFAULT, min=DEFAULT, max=100.0, step=0.1, round=0.01,
+                    tooltip="-1 = official (base 5, distilled 4). Higher spends more steps on coarse structure.",
                 ),
                 io.Combo.Input(
                     "guidance_mode", options=GUIDANCE_MODES, default=AUTO,
@@ -77,6 +79,19 @@ class HunyuanImage21Sampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent, ready for VAE decode.")],
         )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, steps: int, guidance_scale: float, shift: float, denoise: float) -> bool | str:
+        """Refuse impossible settings before the prompt runs (-1 means 'model default')."""
+        if steps is not None and steps != DEFAULT and steps < 1:
+            return f"steps {steps} is invalid: use at least 1 step, or -1 for the model's official count"
+        if guidance_scale is not None and guidance_scale != DEFAULT and guidance_scale < 0:
+            return f"guidance_scale {guidance_scale} is invalid: use 0 or more, or -1 for the model's official value"
+        if shift is not None and shift != DEFAULT and shift <= 0:
+            return f"shift {shift} is invalid: use a value above 0, or -1 for the model's official value"
+        if denoise is not None and not 0 < denoise <= 1:
+            return f"denoise {denoise} is invalid: it must be in (0, 1]"
+        return True
 
     @classmethod
     def execute(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 
 from comfy_api.latest import io
 
 from ..hunyuan_core.sampling import Conditioning as CoreConditioning
+from ..hunyuan_core.text import STAGE1_TEMPLATE
 from ..hunyuan_core.text.encoder import encode_prompt
 from . import management
 from .types import Conditioning, PromptPair, TextEncoderBundle, TextEncoders
@@ -18,6 +21,24 @@ def parse_glyph_text(glyph_text: str) -> list[str] | None:
     """One glyph text per line; empty means 'use the quoted text found in the prompt'."""
     lines = [line.strip() for line in glyph_text.splitlines() if line.strip()]
     return lines or None
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tokenizer():
+    from ..hunyuan_core.text.qwen import load_tokenizer
+
+    return load_tokenizer([Path(management.host_tokenizer_dir("qwen25_tokenizer"))])
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Refuse, before anything runs, a prompt the model would only read in part."""
+    tokens = len(_host_tokenizer()(prompt, add_special_tokens=False)["input_ids"]) + 1  # + the closing <|im_end|>
+    if tokens > STAGE1_TEMPLATE.max_tokens:
+        return (
+            f"the prompt is {tokens} tokens long but HunyuanImage-2.1 reads at most {STAGE1_TEMPLATE.max_tokens}: "
+            "shorten it (the official pipeline silently drops the rest)"
+        )
+    return None
 
 
 class HunyuanImage21TextEncode(io.ComfyNode):
@@ -57,6 +78,14 @@ class HunyuanImage21TextEncode(io.ComfyNode):
                 Conditioning.Output(display_name="conditioning", tooltip="Positive and negative, for the sampler.")
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, prompt: str, negative_prompt: str) -> bool | str:
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            problem = prompt_problem(text) if isinstance(text, str) else None
+            if problem:
+                return f"{name}: {problem}"
+        return True
 
     @classmethod
     def execute(cls, text_encoders: TextEncoderBundle, prompt: str, negative_prompt: str, glyph_text: str):

@@ -17,7 +17,7 @@ PROMPT = (
     "focused expression as it paints an oil painting of the Mona Lisa, rendered in a photorealistic photographic "
     "style."
 )
-NOTE = """HunyuanImage-2.1 ({variant}) with the official settings: leave steps, guidance and shift at 0 for the
+NOTE = """HunyuanImage-2.1 ({variant}) with the official settings: leave steps, guidance and shift at -1 for the
 model's own values ({defaults}).
 
 Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work too):
@@ -63,8 +63,8 @@ def graph(variant: str) -> list[Node]:
         Node(5, "HunyuanImage21EmptyLatent", ["2048x2048 (1:1)", 2048, 2048, 1],
              {"size": "2048x2048 (1:1)", "width": 2048, "height": 2048, "batch_size": 1},
              outputs=[("LATENT", "LATENT")], pos=(420, 450)),
-        Node(6, "HunyuanImage21Sampler", [42, "fixed", 0, 0.0, 0.0, "auto", 1.0, "official"],
-             {"seed": 42, "steps": 0, "guidance_scale": 0.0, "shift": 0.0, "guidance_mode": "auto", "denoise": 1.0,
+        Node(6, "HunyuanImage21Sampler", [42, "fixed", -1, -1.0, -1.0, "auto", 1.0, "official"],
+             {"seed": 42, "steps": -1, "guidance_scale": -1.0, "shift": -1.0, "guidance_mode": "auto", "denoise": 1.0,
               "noise_mode": "official"},
              links={"model": (1, 0, "HY21_DIT"), "conditioning": (4, 0, "HY21_CONDITIONING"),
                     "latent": (5, 0, "LATENT")},
