@@ -1,8 +1,11 @@
-"""Run a shipped API-format workflow through a real, headless ComfyUI with this pack installed.
+"""Generate an image with HunyuanImage-2.1 through a real, headless ComfyUI with this pack installed.
 
 Starts the server on a free loopback port (base directory .host/demo unless --base-dir is given), queues the
-workflow through POST /prompt, waits on the websocket, prints what each output node produced, and stops the
-server (or keeps it serving with --serve).
+shipped distilled workflow's API twin through POST /prompt, waits on the websocket, prints the saved files, and
+stops the server (or keeps it serving with --serve). Model files the workflow names but the models folder lacks
+are written as a tiny random model set in the real formats under the real names (the image is then noise, but
+every loader, encoder, the sampler and the decoder run for real); point --models-dir at a folder holding the
+real weights to get a real image.
 """
 
 from __future__ import annotations
@@ -15,10 +18,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # hunyuan_core, for the tiny model set
 
 from hy21_host import ComfyClient, ComfyHost, PromptRejectedError, repo_root
 
-DEFAULT_WORKFLOW = "workflows/api/hunyuanimage21_empty_latent.json"
+DEFAULT_WORKFLOW = "workflows/api/hunyuanimage21_distilled_api.json"
+MODEL_INPUTS = {"dit_name": "diffusion_models", "qwen": "text_encoders", "byt5": "text_encoders", "vae_name": "vae"}
+
+
+def missing_models(workflow: dict, models_dir: Path) -> list[Path]:
+    """Model files the workflow's loaders name that the models folder does not have."""
+    missing = []
+    for node in workflow.values():
+        for name, folder in MODEL_INPUTS.items():
+            value = node["inputs"].get(name)
+            if isinstance(value, str) and value != "none" and not (models_dir / folder / value).exists():
+                missing.append(models_dir / folder / value)
+    return missing
 
 
 def saved_files(host: ComfyHost, outputs: dict) -> list[tuple[str, str, Path]]:
@@ -45,13 +61,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workflow", default=DEFAULT_WORKFLOW, help="API-format workflow JSON")
     parser.add_argument("--base-dir", type=Path, default=repo_root() / ".host" / "demo")
+    parser.add_argument("--models-dir", type=Path, help="a models folder with the real weights (default: tiny set)")
     parser.add_argument("--serve", action="store_true", help="keep the server running after the prompt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     workflow = json.loads((repo_root() / args.workflow).read_text())
     args.base_dir.mkdir(parents=True, exist_ok=True)
+    models = args.base_dir / "models"
+    if args.models_dir:
+        if models.exists() and not models.is_symlink():
+            print(f"{models} already holds a (tiny) model set; pass another --base-dir", file=sys.stderr)
+            return 2
+        models.unlink(missing_ok=True)
+        models.symlink_to(args.models_dir.resolve(), target_is_directory=True)
+    elif models.is_symlink():
+        models.unlink()
     host = ComfyHost(base_dir=args.base_dir)
+    missing = missing_models(workflow, host.models_dir)
+    if missing:
+        from hy21_host.tiny_models import write_tiny_models
+
+        print("real weights not found (" + ", ".join(p.name for p in missing) + ")")
+        print(f"writing a tiny random model set under {host.models_dir}: the image will be noise")
+        write_tiny_models(host.models_dir)
     print(f"starting ComfyUI from {host.comfyui} (log: {host.log_path})")
     host.start()
     try:
