@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 PACK_MODULE = "custom_nodes.ComfyUI-HunyuanImage21"
-EXPECTED_NODES = {"HunyuanImage21EmptyLatent"}
+EXPECTED_NODES = {
+    "HunyuanImage21DiTLoader",
+    "HunyuanImage21TextEncoderLoader",
+    "HunyuanImage21VAELoader",
+    "HunyuanImage21TextEncode",
+    "HunyuanImage21EmptyLatent",
+    "HunyuanImage21Sampler",
+    "HunyuanImage21VAEDecode",
+    "HunyuanImage21VAEEncode",
+}
 
 
 def pack_nodes(object_info: dict) -> dict[str, dict]:
