@@ -56,6 +56,12 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, dit_name: str, weight_dtype: str) -> bool | str:
+        if weight_dtype is not None and weight_dtype not in WEIGHT_DTYPES:
+            return f"weight_dtype {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}"
+        return management.choice_problem("diffusion_models", dit_name) or True
+
+    @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
         path = management.resolve("diffusion_models", dit_name)
         choice = WEIGHT_DTYPES[weight_dtype]
@@ -109,6 +115,14 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, qwen: str, byt5: str) -> bool | str:
+        problems = [
+            management.choice_problem("text_encoders", qwen),
+            management.choice_problem("text_encoders", byt5, extra=(NO_GLYPH,)),
+        ]
+        return "; ".join(p for p in problems if p) or True
+
+    @classmethod
     def execute(cls, qwen: str, byt5: str) -> io.NodeOutput:
         qwen_model = load_qwen_encoder(
             management.resolve("text_encoders", qwen),
@@ -147,6 +161,10 @@ class HunyuanImage21VAELoader(io.ComfyNode):
             ],
             outputs=[VAE.Output(display_name="vae", tooltip="The VAE, for the pack's decode and encode nodes.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, vae_name: str) -> bool | str:
+        return management.choice_problem("vae", vae_name) or True
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:

@@ -54,3 +54,17 @@ def model_folders(folder: str) -> list[str]:
         if os.path.isdir(base):
             found += [f"{d}/" for d in sorted(os.listdir(base)) if os.path.isfile(os.path.join(base, d, "config.json"))]
     return found
+
+
+def choice_problem(folder: str, name: str | None, extra: tuple[str, ...] = ()) -> str | None:
+    """Why ``name`` cannot be loaded from ``models/<folder>`` (None when it can), for a loader's validate_inputs.
+
+    ComfyUI 0.3.75 does not check V3 combo values against their options, so the loaders do it themselves.
+    """
+    if name is None or name in extra:
+        return None
+    available = folder_paths.get_filename_list(folder) + (model_folders(folder) if folder == "text_encoders" else [])
+    if name in available:
+        return None
+    shown = ", ".join(available[:8]) + (" ..." if len(available) > 8 else "") or "nothing"
+    return f"{name!r} is not in models/{folder} (found: {shown}); put the file there or pick one of those"

@@ -1,6 +1,6 @@
 """Write the shipped workflows: a UI-format file (drag onto the canvas) and its API-format twin for each variant.
 
-Both come from one graph description here, so they cannot drift apart; tests/test_workflows.py checks the pair
+Both come from one graph description here, so they cannot drift apart; tests/test_workflow_twins.py checks the pair
 against a real server's /object_info. Run: .venv/bin/python scripts/make_workflows.py
 """
 

@@ -8,11 +8,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import websocket
 
+EventCallback = Callable[[dict[str, Any]], None]
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 
@@ -101,18 +103,25 @@ class ComfyClient:
             raise
         return answer["prompt_id"]
 
-    def run(self, prompt: dict[str, Any], timeout: float = 600.0) -> PromptResult:
-        """Queue a prompt and wait for it to finish, following the websocket and confirming via /history."""
+    def run(
+        self, prompt: dict[str, Any], timeout: float = 600.0, on_event: EventCallback | None = None
+    ) -> PromptResult:
+        """Queue a prompt and wait for it to finish, following the websocket and confirming via /history.
+
+        ``on_event`` is called with every websocket event of this prompt as it arrives (e.g. to interrupt it).
+        """
         ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         ws = websocket.create_connection(ws_url, timeout=self.timeout)
         try:
             prompt_id = self.queue(prompt)
-            events = self._follow(ws, prompt_id, timeout)
+            events = self._follow(ws, prompt_id, timeout, on_event)
         finally:
             ws.close()
         return self._result(prompt_id, events, timeout)
 
-    def _follow(self, ws: websocket.WebSocket, prompt_id: str, timeout: float) -> list[dict[str, Any]]:
+    def _follow(
+        self, ws: websocket.WebSocket, prompt_id: str, timeout: float, on_event: EventCallback | None = None
+    ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         ws.settimeout(1.0)
@@ -130,6 +139,8 @@ class ComfyClient:
             if data.get("prompt_id") != prompt_id:
                 continue
             events.append(event)
+            if on_event is not None:
+                on_event(event)
             if event["type"] in TERMINAL_EVENTS:
                 return events
             if event["type"] == "executing" and data.get("node") is None:
@@ -145,11 +156,15 @@ class ComfyClient:
         if entry is None:
             raise TimeoutError(f"prompt {prompt_id} finished but never reached /history")
         status = entry.get("status", {}).get("status_str", "unknown")
+        messages = entry.get("status", {}).get("messages", [])
         error = next((e["data"] for e in events if e["type"] == "execution_error"), None)
         if error is None:
-            for name, data in entry.get("status", {}).get("messages", []):
+            for name, data in messages:
                 if name == "execution_error":
                     error = data
-        if any(e["type"] == "execution_interrupted" for e in events):
+        # /history also records the interruption, for when it answered before the websocket event arrived
+        if any(e["type"] == "execution_interrupted" for e in events) or any(
+            name == "execution_interrupted" for name, _ in messages
+        ):
             status = "interrupted"
         return PromptResult(prompt_id, status, entry.get("outputs", {}), error, events)
