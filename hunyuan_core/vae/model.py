@@ -95,8 +95,12 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = _conv(c_in, c_out, 1, dtype, device, operations) if c_in != c_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_silu(self.norm1(x)))
-        h = self.conv2(_silu(self.norm2(h)))
+        # One name for every intermediate, so each dies as soon as the next exists: at most the input and two
+        # full-size tensors are alive (holding the first conv's output through the second norm would add one).
+        h = _silu(self.norm1(x))
+        h = self.conv1(h)
+        h = _silu(self.norm2(h))
+        h = self.conv2(h)
         return _add(h, x if self.nin_shortcut is None else self.nin_shortcut(x))
 
 
@@ -162,20 +166,22 @@ class MidBlock(nn.Module):
 
 
 class Level(nn.Module):
-    """One resolution: ``block`` (ResnetBlocks), then an optional ``downsample`` (encoder) or ``upsample``."""
+    """One resolution: ``block`` (ResnetBlocks), then an optional ``downsample`` (encoder) or ``upsample``.
+
+    A container only: the encoder and decoder call its modules one by one. Calling the level as a module would
+    keep its input alive (in the call's arguments) until its last block is done, one more full-size activation
+    at the peak of a 2K decode.
+    """
 
     def __init__(self, blocks: list[ResnetBlock], resample: nn.Module | None, resample_name: str) -> None:
         super().__init__()
         self.block = nn.ModuleList(blocks)
-        self.resample_name = resample_name
         if resample is not None:
             self.add_module(resample_name, resample)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.block:
-            x = block(x)
-        resample = getattr(self, self.resample_name, None)
-        return x if resample is None else resample(x)
+    def steps(self) -> list[nn.Module]:
+        """The modules to apply in order (looked up each time, so replaced submodules are honoured)."""
+        return [*self.block, *(m for name, m in self.named_children() if name != "block")]
 
 
 class Encoder(nn.Module):
@@ -205,7 +211,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            h = level(h)
+            for step in level.steps():
+                h = step(h)
         h = self.mid(h)
         shortcut = _group_mean(h, self.out_group)
         return _add(self.conv_out(_silu(self.norm_out(h))), shortcut)
@@ -237,8 +244,10 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(_add_repeated(self.conv_in(z), z))
         for level in self.up:
-            h = level(h)
-        return self.conv_out(_silu(self.norm_out(h)))
+            for step in level.steps():
+                h = step(h)
+        h = _silu(self.norm_out(h))
+        return self.conv_out(h)
 
 
 @dataclass
