@@ -53,7 +53,7 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, vae, latent: dict, precision: str, batch_slice: int, tile_size: int) -> io.NodeOutput:
         management.load(vae)
-        tiling = Tiling(tile=tile_size, overlap=max(1, tile_size // 4)) if tile_size else None
+        tiling = Tiling(tile=tile_size, overlap=tile_size // 4) if tile_size else None
         images = decode(
             vae.model, latent["samples"], precision=resolve_precision(precision, vae),
             batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),
