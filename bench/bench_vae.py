@@ -136,7 +136,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kinds = ["ours", "diffusers"] + ([] if args.no_tiled else ["tiled"])
         stats = {k: spawn(k, args, Path(tmp) / f"{k}.pt") for k in kinds}
-        outputs = {k: torch.load(Path(tmp) / f"{k}.pt") for k in kinds}
+        outputs = {k: torch.load(Path(tmp) / f"{k}.pt", weights_only=True) for k in kinds}
 
     ours, ref = outputs["ours"], outputs["diffusers"]
     print("\n| decode | time (s) | peak RSS (GiB) | above weights (GiB) |")
