@@ -130,8 +130,8 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def time_pair(ours_fn, ref_fn, repeats: int, device) -> tuple[float, float, object, object]:
-    """Median seconds of ours and diffusers (warm-up each, then alternating runs) and their last outputs."""
+def time_pair(ours_fn, ref_fn, repeats: int, device) -> tuple[list[float], list[float], object, object]:
+    """Seconds of each run of ours and diffusers (warm-up each, then alternating runs) and the warm-up outputs."""
     out_ours, out_ref = ours_fn(), ref_fn()  # warm-up
     times_ours, times_ref = [], []
     for _ in range(repeats):
@@ -141,7 +141,7 @@ def time_pair(ours_fn, ref_fn, repeats: int, device) -> tuple[float, float, obje
             fn()
             sync(device)
             times.append(time.perf_counter() - start)
-    return statistics.median(times_ours), statistics.median(times_ref), out_ours, out_ref
+    return times_ours, times_ref, out_ours, out_ref
 
 
 def bench_speed(args, dtype, device) -> dict[str, float]:
@@ -164,10 +164,11 @@ def bench_speed(args, dtype, device) -> dict[str, float]:
     for pixels in args.sizes:
         ours_kw, ref_kw = make_inputs(pixels, args.byt5_tokens, dtype, device)
         with torch.inference_mode():
-            t_ours, t_ref, out_ours, out_ref = time_pair(
+            runs_ours, runs_ref, out_ours, out_ref = time_pair(
                 partial(ours, **ours_kw), partial(ref, **ref_kw), args.repeats, device
             )
         out_ref = out_ref[0]
+        t_ours, t_ref = statistics.median(runs_ours), statistics.median(runs_ref)
         rel = float((out_ours.float() - out_ref.float()).abs().max() / out_ref.float().abs().max())
         ratio = t_ours / t_ref
         ratios[pixels] = ratio
@@ -179,7 +180,10 @@ def bench_speed(args, dtype, device) -> dict[str, float]:
             f"{pixels}x{pixels:<4} {side * side:>7} {t_ours:>9.2f} {t_ref:>11.2f} {ratio:>6.3f} {target_text:>6}  "
             f"{rel:.1e} {mark}"
         )
-        print(f"  {pixels}x{pixels}: ours {t_ours:.2f} s, diffusers {t_ref:.2f} s", flush=True)
+        each = (
+            f"ours {', '.join(f'{r:.2f}' for r in runs_ours)} s; diffusers {', '.join(f'{r:.2f}' for r in runs_ref)} s"
+        )
+        print(f"  {pixels}x{pixels} runs: {each}", flush=True)
         del out_ours, out_ref
     print()
     print(header)
