@@ -30,6 +30,22 @@ def random_state(cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float
     return {name: (torch.randn(t.shape, generator=gen) * 0.1).to(dtype) for name, t in model.state_dict().items()}
 
 
+def from_diffusers(reference: torch.nn.Module, model: HunyuanImageDiT) -> HunyuanImageDiT:
+    """Load a diffusers ``HunyuanImageTransformer2DModel``'s weights into our DiT (fusing split projections).
+
+    Every diffusers tensor must be used exactly once, so a mapping that forgets or repeats one fails here.
+    """
+    ref_state, converted, used = reference.state_dict(), {}, []
+    for name in model.state_dict():
+        source = K.source_of(name, K.DIFFUSERS)
+        tensor = torch.cat([ref_state[k] for k in source.keys], dim=0)
+        converted[name] = torch.cat(tensor.chunk(2, dim=0)[::-1], dim=0) if source.swap_halves else tensor
+        used.extend(source.keys)
+    assert sorted(used) == sorted(ref_state), "conversion left diffusers tensors unused or used some twice"
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
 def part_sizes(name: str, tensor: torch.Tensor, n_parts: int, hidden: int) -> list[int]:
     if n_parts == 4:  # single block linear1: q, k, v, mlp
         return [hidden, hidden, hidden, tensor.shape[0] - 3 * hidden]

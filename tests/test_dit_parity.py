@@ -10,24 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import HunyuanImageTransformer2DModel
+from dit_files import from_diffusers
 
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
-from hunyuan_core.dit import keys as K
 
 REL_TOL = 1e-5
 CHANNELS, TEXT_DIM, BYT5_DIM = 64, 48, 40
-
-
-def from_diffusers(ref_state: dict[str, torch.Tensor], ours: HunyuanImageDiT) -> dict[str, torch.Tensor]:
-    """Our state dict made from a diffusers one; every diffusers tensor must be used exactly once."""
-    converted, used = {}, []
-    for name in ours.state_dict():
-        source = K.source_of(name, K.DIFFUSERS)
-        tensor = torch.cat([ref_state[k] for k in source.keys], dim=0)
-        converted[name] = torch.cat(tensor.chunk(2, dim=0)[::-1], dim=0) if source.swap_halves else tensor
-        used.extend(source.keys)
-    assert sorted(used) == sorted(ref_state), "conversion left diffusers tensors unused or used some twice"
-    return converted
 
 
 def build_pair(distilled: bool, seed: int) -> tuple[HunyuanImageTransformer2DModel, HunyuanImageDiT]:
@@ -46,7 +34,7 @@ def build_pair(distilled: bool, seed: int) -> tuple[HunyuanImageTransformer2DMod
         guidance_embed=distilled, meanflow=distilled,
     )  # fmt: skip
     ours = HunyuanImageDiT(cfg, dtype=torch.float32).eval()
-    ours.load_state_dict(from_diffusers(ref.state_dict(), ours), strict=True)
+    from_diffusers(ref, ours)
     return ref, ours
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from diffusers import HunyuanImageTransformer2DModel
-from dit_files import TINY_REFINER
+from dit_files import TINY_REFINER, from_diffusers
 
 from hunyuan_core.dit import HunyuanImageDiT
-from hunyuan_core.dit import keys as K
 
 
 def test_refiner_forward_matches_diffusers():
@@ -20,14 +19,7 @@ def test_refiner_forward_matches_diffusers():
     with torch.no_grad():
         for p in ref.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    ref_state = ref.state_dict()
-    ours = HunyuanImageDiT(TINY_REFINER, dtype=torch.float32).eval()
-    converted = {}
-    for name in ours.state_dict():
-        source = K.source_of(name, K.DIFFUSERS)
-        tensor = torch.cat([ref_state[k] for k in source.keys])
-        converted[name] = torch.cat(tensor.chunk(2)[::-1]) if source.swap_halves else tensor
-    ours.load_state_dict(converted)
+    ours = from_diffusers(ref, HunyuanImageDiT(TINY_REFINER, dtype=torch.float32).eval())
 
     x = torch.randn(2, 128, 1, 6, 5, generator=gen)
     t = torch.tensor([923.1, 923.1])

@@ -21,11 +21,10 @@ from diffusers import (
     HunyuanImagePipeline,
     HunyuanImageTransformer2DModel,
 )
-from dit_files import TINY, TINY_DISTILLED, TINY_REFINER, random_state
+from dit_files import TINY, TINY_DISTILLED, TINY_REFINER, from_diffusers, random_state
 from torch import nn
 
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
-from hunyuan_core.dit import keys as K
 from hunyuan_core.sampling import (
     Conditioning,
     concat_conditionings,
@@ -70,14 +69,7 @@ def build_pair(distilled: bool, seed: int) -> tuple[HunyuanImageTransformer2DMod
         variant="distilled" if distilled else "base", hidden_size=64, num_heads=2, depth_double=2, depth_single=2,
         rope_axes=(16, 16), text_dim=TEXT_DIM, byt5_dim=BYT5_DIM, guidance_embed=distilled, meanflow=distilled,
     )  # fmt: skip
-    ours = HunyuanImageDiT(cfg, dtype=torch.float32).eval()
-    ref_state, converted = ref.state_dict(), {}
-    for name in ours.state_dict():
-        source = K.source_of(name, K.DIFFUSERS)
-        tensor = torch.cat([ref_state[k] for k in source.keys], dim=0)
-        converted[name] = torch.cat(tensor.chunk(2, dim=0)[::-1], dim=0) if source.swap_halves else tensor
-    ours.load_state_dict(converted, strict=True)
-    return ref, ours
+    return ref, from_diffusers(ref, HunyuanImageDiT(cfg, dtype=torch.float32).eval())
 
 
 def tiny_vae() -> AutoencoderKLHunyuanImage:
