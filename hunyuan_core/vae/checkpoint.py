@@ -171,7 +171,10 @@ def _foreign_vae(names: set[str], shape_of: ShapeOf, prefix: str) -> str | None:
     if conv3d is not None:
         latent = conv3d[1]
         if latent == 32:
-            return "the HunyuanImage-2.1 refiner VAE (32 latent channels, causal 3-D, 16x); load it as the refiner VAE"
+            return (
+                "the HunyuanImage-2.1 refiner VAE (32 latent channels, causal 3-D, 16x); load it as the refiner VAE "
+                "with the HunyuanImage 2.1 Refiner VAE Loader"
+            )
         return f"a causal 3-D video VAE such as HunyuanVideo's ({latent} latent channels)"
     conv_in = shape("decoder.conv_in.weight")
     if conv_in is None:
