@@ -5,7 +5,13 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .latent import HunyuanImage21EmptyLatent
-from .loaders import HunyuanImage21DiTLoader, HunyuanImage21TextEncoderLoader, HunyuanImage21VAELoader
+from .loaders import (
+    HunyuanImage21DiTLoader,
+    HunyuanImage21RefinerVAELoader,
+    HunyuanImage21TextEncoderLoader,
+    HunyuanImage21VAELoader,
+)
+from .refiner import HunyuanImage21Refiner
 from .sampler import HunyuanImage21Sampler
 from .text import HunyuanImage21TextEncode
 from .vae import HunyuanImage21VAEDecode, HunyuanImage21VAEEncode
@@ -19,6 +25,8 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
     HunyuanImage21Sampler,
     HunyuanImage21VAEDecode,
     HunyuanImage21VAEEncode,
+    HunyuanImage21RefinerVAELoader,
+    HunyuanImage21Refiner,
 ]
 
 

@@ -11,11 +11,12 @@ import torch
 from comfy_api.latest import io
 
 from ..hunyuan_core.dit.checkpoint import inspect_dit, load_dit
+from ..hunyuan_core.refiner_vae import load_refiner_vae
 from ..hunyuan_core.text.byt5 import load_glyph_encoder
 from ..hunyuan_core.text.qwen import load_qwen_encoder
 from ..hunyuan_core.vae import load_vae
 from . import management
-from .types import VAE, DiTModel, TextEncoderBundle, TextEncoders
+from .types import VAE, DiTModel, RefinerVAE, TextEncoderBundle, TextEncoders
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,11 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
             operations=comfy.ops.manual_cast,
             quantize_fp8=choice == "fp8",
         )
-        # Live previews: ComfyUI's RGB factors for HunyuanImage-2.1 latents (model space).
-        model.latent_format = comfy.latent_formats.HunyuanImage21()
+        # Live previews: ComfyUI's RGB factors for stage-1 latents (model space); the refiner's format has none.
+        refiner = info.config.variant == "refiner"
+        model.latent_format = (
+            comfy.latent_formats.HunyuanImage21Refiner() if refiner else comfy.latent_formats.HunyuanImage21()
+        )
         log.info("HunyuanImage-2.1: %s", info.describe())
         return io.NodeOutput(management.patch(model, "diffusion"))
 
@@ -170,4 +174,39 @@ class HunyuanImage21VAELoader(io.ComfyNode):
     def execute(cls, vae_name: str) -> io.NodeOutput:
         # fp32 weights as the official pipeline keeps them; the decode node picks fp16 autocast on GPUs.
         vae = load_vae(management.resolve("vae", vae_name), dtype=torch.float32, operations=comfy.ops.manual_cast)
+        return io.NodeOutput(management.patch(vae, "vae"))
+
+
+class HunyuanImage21RefinerVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HunyuanImage21RefinerVAELoader",
+            display_name="HunyuanImage 2.1 Refiner VAE Loader",
+            category="HunyuanImage/loaders",
+            description=(
+                "Loads the refiner's 16x causal-3D VAE from models/vae: Comfy-Org's "
+                "hunyuan_image_refiner_vae_fp16.safetensors, Tencent's vae_refiner/pytorch_model.pt, or diffusers "
+                "weights (AutoencoderKLHunyuanImageRefiner)."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "vae_name",
+                    options=folder_paths.get_filename_list("vae"),
+                    tooltip="The refiner VAE file (32 latent channels, 16x compression), not the stage-1 VAE.",
+                ),
+            ],
+            outputs=[RefinerVAE.Output(display_name="refiner_vae", tooltip="For the HunyuanImage 2.1 Refiner node.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, vae_name: str) -> bool | str:
+        return management.choice_problem("vae", vae_name) or True
+
+    @classmethod
+    def execute(cls, vae_name: str) -> io.NodeOutput:
+        # fp32 weights; the refiner node runs them under fp16 autocast on GPUs, as the official decode does.
+        vae = load_refiner_vae(
+            management.resolve("vae", vae_name), dtype=torch.float32, operations=comfy.ops.manual_cast
+        )
         return io.NodeOutput(management.patch(vae, "vae"))

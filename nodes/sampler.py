@@ -101,6 +101,11 @@ class HunyuanImage21Sampler(io.ComfyNode):
         dit = model.model
         variant = dit.cfg.variant
         samples = latent["samples"]
+        if variant == "refiner":
+            raise ValueError(
+                "the loaded DiT is the refiner: it refines a finished image rather than sampling a latent; use it "
+                "in the HunyuanImage 2.1 Refiner node, and load the base or distilled DiT for this sampler"
+            )
         if samples.ndim != 4 or samples.shape[1] != dit.cfg.out_channels:
             raise ValueError(
                 f"the latent has shape {tuple(samples.shape)}, but the {variant} model needs "

@@ -98,5 +98,5 @@ class HunyuanImage21TextEncode(io.ComfyNode):
             log.warning("HunyuanImage-2.1: the prompt quotes text but no ByT5 glyph encoder is loaded")
         if positive.has_quoted_text:
             log.info("HunyuanImage-2.1: glyph text %r", positive.glyph_text)
-        pair = PromptPair(CoreConditioning.of(positive).to("cpu"), CoreConditioning.of(negative).to("cpu"))
+        pair = PromptPair(CoreConditioning.of(positive).to("cpu"), CoreConditioning.of(negative).to("cpu"), prompt)
         return io.NodeOutput(pair)

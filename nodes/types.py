@@ -11,6 +11,7 @@ DiTModel = io.Custom("HY21_DIT")
 TextEncoders = io.Custom("HY21_TEXT_ENCODERS")
 Conditioning = io.Custom("HY21_CONDITIONING")
 VAE = io.Custom("HY21_VAE")
+RefinerVAE = io.Custom("HY21_REFINER_VAE")
 
 
 @dataclass
@@ -23,7 +24,12 @@ class TextEncoderBundle:
 
 @dataclass
 class PromptPair:
-    """What the text-encode node outputs: the positive and negative conditioning (hunyuan_core Conditioning)."""
+    """What the text-encode node outputs: the positive and negative conditioning (hunyuan_core Conditioning).
+
+    ``prompt`` is the positive prompt as encoded (dynamic prompts resolved): the refiner re-encodes it with its own
+    template, so one prompt box serves both stages.
+    """
 
     positive: Any
     negative: Any
+    prompt: str = ""

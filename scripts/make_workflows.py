@@ -28,9 +28,22 @@ Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work 
 
 Put text to render in double quotes, ‘…’ or “…”. The model is trained at 2K: use a 2K size."""
 
+REFINER_NOTE = """HunyuanImage-2.1 base, then the refiner (the official two-stage pipeline), with the official settings:
+leave steps, guidance and shift at -1 (base 50 steps, CFG 3.5 then APG, shift 5; refiner 4 steps, guidance 3.5
+as an embedding, shift 4, condition strength 0.25). The refiner re-encodes the same prompt with its own template.
+
+Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work too):
+- models/diffusion_models/hunyuanimage2.1_bf16.safetensors and hunyuanimage2.1_refiner_bf16.safetensors
+- models/text_encoders/qwen_2.5_vl_7b.safetensors and byt5_small_glyphxl_fp16.safetensors
+- models/vae/hunyuan_image_2.1_vae_fp16.safetensors and hunyuan_image_refiner_vae_fp16.safetensors
+
+The refiner works at the stage-1 size (2K): it runs 4x as many image tokens as stage 1."""
+
 QWEN = "qwen_2.5_vl_7b.safetensors"
 BYT5 = "byt5_small_glyphxl_fp16.safetensors"
 VAE = "hunyuan_image_2.1_vae_fp16.safetensors"
+REFINER_DIT = "hunyuanimage2.1_refiner_bf16.safetensors"
+REFINER_VAE = "hunyuan_image_refiner_vae_fp16.safetensors"
 VARIANTS = {
     "base": ("hunyuanimage2.1_bf16.safetensors", "50 steps, CFG 3.5 then APG, shift 5"),
     "distilled": ("hunyuanimage2.1_distilled_bf16.safetensors", "8 steps, embedded guidance 3.25, shift 4"),
@@ -78,6 +91,29 @@ def graph(variant: str) -> list[Node]:
     ]  # fmt: skip
 
 
+def refiner_graph() -> list[Node]:
+    """Base, then the refiner: stage 1 previewed, the refined image saved."""
+    nodes = [n for n in graph("base") if n.type not in ("SaveImage", "Note")]
+    return [
+        *nodes,
+        Node(8, "PreviewImage", [], {}, links={"images": (7, 0, "IMAGE")}, pos=(1300, 420)),
+        Node(10, "HunyuanImage21DiTLoader", [REFINER_DIT, "auto"], {"dit_name": REFINER_DIT, "weight_dtype": "auto"},
+             outputs=[("model", "HY21_DIT")], pos=(1300, -250)),
+        Node(11, "HunyuanImage21RefinerVAELoader", [REFINER_VAE], {"vae_name": REFINER_VAE},
+             outputs=[("refiner_vae", "HY21_REFINER_VAE")], pos=(1300, -100)),
+        Node(12, "HunyuanImage21Refiner", [42, "fixed", -1, -1.0, -1.0, 0.25, "official", "auto"],
+             {"seed": 42, "steps": -1, "guidance_scale": -1.0, "shift": -1.0, "condition_strength": 0.25,
+              "noise_mode": "official", "vae_precision": "auto"},
+             links={"model": (10, 0, "HY21_DIT"), "refiner_vae": (11, 0, "HY21_REFINER_VAE"),
+                    "text_encoders": (2, 0, "HY21_TEXT_ENCODERS"), "conditioning": (4, 0, "HY21_CONDITIONING"),
+                    "image": (7, 0, "IMAGE")},
+             outputs=[("IMAGE", "IMAGE")], pos=(1750, 0)),
+        Node(13, "SaveImage", ["HunyuanImage21_refined"], {"filename_prefix": "HunyuanImage21_refined"},
+             links={"images": (12, 0, "IMAGE")}, pos=(2200, 0)),
+        Node(9, "Note", [REFINER_NOTE], {}, pos=(0, 480)),
+    ]  # fmt: skip
+
+
 def to_api(nodes: list[Node]) -> dict:
     api = {}
     for node in nodes:
@@ -118,9 +154,9 @@ def to_ui(nodes: list[Node]) -> dict:
 
 
 def main() -> None:
-    for variant in VARIANTS:
-        nodes = graph(variant)
-        name = f"hunyuanimage21_{variant}"
+    graphs = {f"hunyuanimage21_{variant}": graph(variant) for variant in VARIANTS}
+    graphs["hunyuanimage21_base_refiner"] = refiner_graph()
+    for name, nodes in graphs.items():
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=1, ensure_ascii=False) + "\n")
         (ROOT / "workflows" / "api" / f"{name}_api.json").write_text(
             json.dumps(to_api(nodes), indent=1, ensure_ascii=False) + "\n"

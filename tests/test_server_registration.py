@@ -12,6 +12,8 @@ EXPECTED_NODES = {
     "HunyuanImage21Sampler",
     "HunyuanImage21VAEDecode",
     "HunyuanImage21VAEEncode",
+    "HunyuanImage21RefinerVAELoader",
+    "HunyuanImage21Refiner",
 }
 
 

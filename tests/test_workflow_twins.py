@@ -15,10 +15,12 @@ import pytest
 from hy21_host import ComfyClient, repo_root
 from hy21_host.host import PACK_NAME
 
-VARIANTS = ("base", "distilled")
+VARIANTS = ("base", "distilled", "base_refiner")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 DIT_FILES = {"base": "hunyuanimage2.1_bf16.safetensors", "distilled": "hunyuanimage2.1_distilled_bf16.safetensors"}
+REFINER_DIT = "hunyuanimage2.1_refiner_bf16.safetensors"
+REFINER_VAE = "hunyuan_image_refiner_vae_fp16.safetensors"
 QWEN = "qwen_2.5_vl_7b.safetensors"
 BYT5 = "byt5_small_glyphxl_fp16.safetensors"
 VAE = "hunyuan_image_2.1_vae_fp16.safetensors"
@@ -103,7 +105,7 @@ def test_ui_workflow_converts_to_its_api_twin(object_info, variant):
     assert json.dumps(converted, sort_keys=True) == json.dumps(twin, sort_keys=True)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", ["base", "distilled"])
 def test_ui_workflow_names_the_published_files(variant):
     nodes = {node["type"]: node for node in ui_workflow(variant)["nodes"]}
     assert nodes["HunyuanImage21DiTLoader"]["widgets_values"][0] == DIT_FILES[variant]
@@ -119,10 +121,25 @@ def test_ui_workflow_names_the_published_files(variant):
         assert place in note, f"the note does not say where {place.rsplit('/', 1)[1]} goes"
 
 
+def test_refiner_workflow_names_the_published_files():
+    ui = ui_workflow("base_refiner")
+    dits = [n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "HunyuanImage21DiTLoader"]
+    assert sorted(dits) == sorted([DIT_FILES["base"], REFINER_DIT])
+    nodes = {node["type"]: node for node in ui["nodes"]}
+    assert nodes["HunyuanImage21VAELoader"]["widgets_values"][0] == VAE
+    assert nodes["HunyuanImage21RefinerVAELoader"]["widgets_values"][0] == REFINER_VAE
+    note = "\n".join(str(v) for v in nodes["Note"]["widgets_values"])
+    for name in (DIT_FILES["base"], REFINER_DIT, QWEN, BYT5, VAE, REFINER_VAE):
+        assert name in note, f"the note does not say where {name} goes"
+    refiner = nodes["HunyuanImage21Refiner"]
+    linked = {slot["name"] for slot in refiner["inputs"] if slot.get("link") is not None}
+    assert linked == {"model", "refiner_vae", "text_encoders", "conditioning", "image"}
+
+
 def test_template_browser_lists_the_ui_workflows(comfy):
     """0.3.75 serves custom-node templates from example_workflows/ and, with a debug note, workflows/ too."""
     listed = json.loads(urllib.request.urlopen(comfy.url + "/api/workflow_templates", timeout=30).read())
-    assert sorted(listed.get(PACK_NAME, [])) == [f"hunyuanimage21_{v}" for v in VARIANTS]  # not the api/ twins
+    assert sorted(listed.get(PACK_NAME, [])) == sorted(f"hunyuanimage21_{v}" for v in VARIANTS)  # not the api/ twins
     for variant in VARIANTS:
         url = f"{comfy.url}/api/workflow_templates/{PACK_NAME}/hunyuanimage21_{variant}.json"
         with urllib.request.urlopen(url, timeout=30) as resp:

@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 log = logging.getLogger(__name__)
 
 DIT_FILES = {"base": "hunyuanimage2.1_bf16.safetensors", "distilled": "hunyuanimage2.1_distilled_bf16.safetensors"}
+REFINER_DIT_FILE = "hunyuanimage2.1_refiner_bf16.safetensors"
+REFINER_VAE_FILE = "hunyuan_image_refiner_vae_fp16.safetensors"
 QWEN_FILE = "qwen_2.5_vl_7b.safetensors"
 GLYPH_FILE = "byt5_small_glyphxl_fp16.safetensors"
 VAE_FILE = "hunyuan_image_2.1_vae_fp16.safetensors"
@@ -35,11 +37,13 @@ def _shapes(module: torch.nn.Module) -> dict[str, torch.Size]:
 def dit_state(variant: str, seed: int) -> dict[str, torch.Tensor]:
     from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 
-    distilled = variant == "distilled"
+    embedded = variant in ("distilled", "refiner")  # guidance embedding and time_r_in, as in the real files
     cfg = DiTConfig(
         variant=variant, hidden_size=64, num_heads=2, depth_double=1, depth_single=1, rope_axes=(16, 16),
-        text_dim=QWEN_HIDDEN, byt5_dim=GLYPH_WIDTH, byt5_hidden=64, guidance_embed=distilled, meanflow=distilled,
+        text_dim=QWEN_HIDDEN, byt5_dim=GLYPH_WIDTH, byt5_hidden=64, guidance_embed=embedded, meanflow=embedded,
     )  # fmt: skip
+    if variant == "refiner":  # 128 channels in (noisy + condition), 3-D patch, RoPE over (t, h, w), no ByT5
+        cfg = cfg.with_(in_channels=128, patch_dims=3, rope_axes=(4, 14, 14), byt5_dim=None)
     with torch.device("meta"):
         model = HunyuanImageDiT(cfg, dtype=torch.bfloat16)
     return _random(_shapes(model), seed, torch.bfloat16)
@@ -90,6 +94,19 @@ def vae_state(seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
+def refiner_vae_state(seed: int) -> dict[str, torch.Tensor]:
+    """Comfy-Org's layout (``nin_shortcut.conv`` spelling, fp16) at 32 latent channels, so it packs to the DiT's 64."""
+    from hunyuan_core.refiner_vae import RefinerVAEConfig
+    from hunyuan_core.refiner_vae.checkpoint import comfy_name, expected_shapes
+
+    config = RefinerVAEConfig(block_out_channels=(16, 32, 64, 64, 64), layers_per_block=1)
+    state = _random({comfy_name(k): torch.Size(v) for k, v in expected_shapes(config).items()}, seed, torch.float16)
+    for key in state:
+        if key.endswith(".gamma"):  # RMS norm gains around 1, as trained ones are, so activations stay in range
+            state[key] = torch.ones_like(state[key])
+    return state
+
+
 def write_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
     """Write the tiny set under ``models_dir/<folder>/<real file name>``; existing files are kept."""
     jobs = [
@@ -97,9 +114,11 @@ def write_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
             ("diffusion_models", name, lambda v=variant, i=i: dit_state(v, i))
             for i, (variant, name) in enumerate(DIT_FILES.items())
         ),
+        ("diffusion_models", REFINER_DIT_FILE, lambda: dit_state("refiner", 5)),
         ("text_encoders", QWEN_FILE, lambda: qwen_state(10)),
         ("text_encoders", GLYPH_FILE, lambda: glyph_state(11)),
         ("vae", VAE_FILE, lambda: vae_state(12)),
+        ("vae", REFINER_VAE_FILE, lambda: refiner_vae_state(13)),
     ]
     written = []
     for folder, name, make in jobs:

@@ -1,0 +1,135 @@
+"""The shipped base -> refiner workflow through a real ComfyUI server, on the tiny model set in the real formats.
+
+The refiner runs at the stage-1 size: 16x compression, so a 256x192 image is a 16x12 refiner latent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_workflows_api import BASE_STEPS, HEIGHT, WIDTH, core_image, image_of, max_diff, progress_of
+
+from hunyuan_core.dit.checkpoint import load_dit
+from hunyuan_core.refiner_vae import load_refiner_vae
+from hunyuan_core.refiner_vae.images import decode_image, encode_image
+from hunyuan_core.sampling import Conditioning, make_noise
+from hunyuan_core.sampling.refiner import refine
+from hunyuan_core.text import REFINER_TEMPLATE
+from hunyuan_core.text.encoder import encode_prompt
+from hunyuan_core.text.qwen import load_qwen_encoder
+from hy21_host import PromptRejectedError, repo_root
+from hy21_host.tiny_models import DIT_FILES, QWEN_FILE, REFINER_DIT_FILE, REFINER_VAE_FILE, VAE_FILE
+
+SAMPLER, STAGE1_PREVIEW, REFINER_DIT, REFINER_VAE, REFINER, SAVE = "6", "8", "10", "11", "12", "13"
+
+
+def refiner_workflow(seed: int = 42, width: int = WIDTH, height: int = HEIGHT) -> dict:
+    graph = json.loads((repo_root() / "workflows/api/hunyuanimage21_base_refiner_api.json").read_text())
+    graph["5"]["inputs"].update(size="custom", width=width, height=height)
+    graph[SAMPLER]["inputs"].update(seed=seed, steps=BASE_STEPS)
+    graph[REFINER]["inputs"]["seed"] = seed
+    graph[SAVE]["inputs"]["filename_prefix"] = "hy21_tests/refined"
+    return graph
+
+
+def test_refiner_workflow_yields_refined_png_of_requested_size(comfy):
+    result = comfy.run(refiner_workflow()).raise_for_error()
+    stage1, refined = image_of(comfy, result, STAGE1_PREVIEW), image_of(comfy, result, SAVE)
+    assert stage1.shape == refined.shape == (HEIGHT, WIDTH, 3)
+    assert refined.std() > 1, "the refined image is flat"
+    assert max_diff(stage1, refined) > 0.05, "the refiner returned its input"
+    progress = progress_of(result, REFINER)
+    assert [v for v, _ in progress] == [1, 2, 3, 4] and {m for _, m in progress} == {4}  # official 4 steps
+
+
+def test_server_refined_image_equals_core_pipeline(comfy, comfy_host):
+    """The nodes' result, recomputed with hunyuan_core alone: stage 1, then encode, refine, decode (fp32 on CPU)."""
+    seed = 8080
+    graph = refiner_workflow(seed=seed)
+    server = image_of(comfy, comfy.run(graph).raise_for_error(), SAVE)
+
+    models = comfy_host.models_dir
+    prompt = graph["4"]["inputs"]["prompt"]
+    stage1 = core_image(models, comfy_host.comfyui, "base", prompt, seed, BASE_STEPS)
+    tokenizers = comfy_host.comfyui / "comfy" / "text_encoders"
+    qwen = load_qwen_encoder(models / "text_encoders" / QWEN_FILE, tokenizer_dirs=[tokenizers / "qwen25_tokenizer"])
+    with torch.no_grad():
+        positive = Conditioning.of(encode_prompt(qwen, None, prompt, template=REFINER_TEMPLATE)).to("cpu")
+    vae = load_refiner_vae(models / "vae" / REFINER_VAE_FILE, dtype=torch.float32)
+    posterior = torch.Generator("cpu").manual_seed(seed + 1)
+    latent = encode_image(vae, stage1, precision="fp32", sample=True, generator=posterior)
+    packed = (1, 64, *latent.shape[2:])
+    refined = refine(
+        load_dit(models / "diffusion_models" / REFINER_DIT_FILE).eval(), latent, positive,
+        noise=make_noise(packed, seed, "official"), condition_noise=make_noise(packed, seed + 2, "comfy"),
+    )  # fmt: skip
+    core = decode_image(vae, refined, precision="fp32")[0].numpy()
+    diff = float(np.abs(server.astype(np.float64) / 255 - core).max())
+    print(f"\nrefiner: server PNG vs hunyuan_core float image max abs diff {diff:.5f} ({diff * 255:.2f}/255)")  # noqa: T201
+    assert diff <= 2 / 255, f"server vs core max abs diff {diff:.5f} (= {diff * 255:.2f}/255)"
+
+
+def _expect_next_refiner_runs(comfy, seed: int) -> None:
+    result = comfy.run(refiner_workflow(seed=seed)).raise_for_error()
+    assert image_of(comfy, result, SAVE).shape == (HEIGHT, WIDTH, 3)
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "node_type", "expected"),
+    [
+        pytest.param(
+            "stage-1 VAE as refiner VAE", (REFINER_VAE, "vae_name", VAE_FILE), "HunyuanImage21RefinerVAELoader",
+            ["stage-1", "HunyuanImage 2.1 VAE Loader"], id="stage1-vae-in-refiner-vae-loader",
+        ),
+        pytest.param(
+            "refiner VAE as stage-1 VAE", ("3", "vae_name", REFINER_VAE_FILE), "HunyuanImage21VAELoader",
+            ["refiner VAE", "load it as the refiner VAE"], id="refiner-vae-in-stage1-vae-loader",
+        ),
+        pytest.param(
+            "base DiT as refiner", (REFINER_DIT, "dit_name", DIT_FILES["base"]), "HunyuanImage21Refiner",
+            ["base model", "not the refiner", "hunyuanimage2.1_refiner_bf16.safetensors"], id="base-dit-as-refiner",
+        ),
+        pytest.param(
+            "refiner DiT in the sampler", ("1", "dit_name", REFINER_DIT_FILE), "HunyuanImage21Sampler",
+            ["the loaded DiT is the refiner", "HunyuanImage 2.1 Refiner node"], id="refiner-dit-in-sampler",
+        ),
+    ],
+)  # fmt: skip
+def test_wrong_refiner_files_are_named_then_the_next_prompt_runs(comfy, case, change, node_type, expected):
+    node, name, value = change
+    graph = refiner_workflow(seed=900 + len(case))
+    graph[node]["inputs"][name] = value
+    result = comfy.run(graph)
+    assert result.status == "error", f"{case}: expected an error, got {result.status}"
+    assert result.error["node_type"] == node_type, result.error
+    message = result.error["exception_message"]
+    for fragment in expected:
+        assert fragment in message, f"{case}: {fragment!r} not in {message!r}"
+    _expect_next_refiner_runs(comfy, seed=950 + len(case))
+
+
+def test_bad_condition_strength_is_refused_before_running(comfy):
+    graph = refiner_workflow()
+    del graph[STAGE1_PREVIEW]  # with a valid output left, ComfyUI would run that part and only log the refusal
+    graph[REFINER]["inputs"]["condition_strength"] = 1.5
+    with pytest.raises(PromptRejectedError) as rejected:
+        comfy.queue(graph)
+    text = "\n".join(rejected.value.messages())
+    assert REFINER in rejected.value.node_errors, rejected.value.describe()
+    assert "condition_strength" in text, text
+
+
+def test_image_not_multiple_of_16_is_named(comfy):
+    """An image from elsewhere (here a crop to 250 px wide) must be a multiple of 16 for the refiner VAE."""
+    graph = refiner_workflow(seed=990)
+    graph["30"] = {"class_type": "ImageCrop", "inputs": {"image": ["7", 0], "width": 250, "height": HEIGHT,
+                                                        "x": 0, "y": 0}}  # fmt: skip
+    graph[REFINER]["inputs"]["image"] = ["30", 0]
+    result = comfy.run(graph)
+    assert result.status == "error" and result.error["node_type"] == "HunyuanImage21Refiner", result.error
+    message = result.error["exception_message"]
+    assert "250" in message and "multiples of 16" in message, message
+    _expect_next_refiner_runs(comfy, seed=991)
