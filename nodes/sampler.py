@@ -5,27 +5,28 @@ from __future__ import annotations
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..hunyuan_core.sampling import (
-    NOISE_MODES,
-    make_noise,
-    resolve_schedule,
-    sample,
-    to_model_space,
-    to_vae_space,
-    variant_defaults,
-)
-from . import management
+from ..hunyuan_core.sampling import MODES, NOISE_MODES, make_noise, plan_sampling, sample, to_model_space, to_vae_space
+from ..hunyuan_core.variants import BASE, DISTILLED, REFINER
+from . import management, widgets
 from .types import Conditioning, DiTModel, PromptPair
 
 AUTO = "auto"
-GUIDANCE_MODES = [AUTO, "official", "cfg", "apg", "distilled"]
+GUIDANCE_MODES = [AUTO, *MODES]
+OFFICIAL_VALUES = "the model's official value"
 
 
-DEFAULT = -1  # on the steps, guidance and shift widgets: "the loaded model's official value"
-
-
-def _or_default(value: float, default: float | None = None) -> float | None:
-    return default if value == DEFAULT else value
+def check_stage1_latent(config, samples) -> None:
+    """Refuse the refiner DiT and latents of the wrong shape, naming the node or latent to use instead."""
+    if config.variant == REFINER.name:
+        raise ValueError(
+            "the loaded DiT is the refiner: it refines a finished image rather than sampling a latent; use it "
+            "in the HunyuanImage 2.1 Refiner node, and load the base or distilled DiT for this sampler"
+        )
+    if samples.ndim != 4 or samples.shape[1] != config.out_channels:
+        raise ValueError(
+            f"the latent has shape {tuple(samples.shape)}, but the {config.variant} model needs "
+            f"[B, {config.out_channels}, H/32, W/32]: use the HunyuanImage 2.1 Empty Latent or its VAE Encode"
+        )
 
 
 class HunyuanImage21Sampler(io.ComfyNode):
@@ -37,8 +38,8 @@ class HunyuanImage21Sampler(io.ComfyNode):
             category="HunyuanImage/sampling",
             description=(
                 "Samples exactly as the official pipeline. Leave steps, guidance and shift at -1 for the loaded "
-                "model's official values (base 50 steps / 3.5 / shift 5 with the CFG->APG mix; distilled 8 / 3.25 / "
-                "shift 4 with guidance embedding and MeanFlow), so one workflow serves both."
+                f"model's official values (base {BASE.describe_defaults()} with the CFG->APG mix; distilled "
+                f"{DISTILLED.describe_defaults()} with guidance embedding and MeanFlow), so one workflow serves both."
             ),
             inputs=[
                 DiTModel.Input("model", tooltip="From the HunyuanImage 2.1 DiT Loader; its variant sets the defaults."),
@@ -48,17 +49,17 @@ class HunyuanImage21Sampler(io.ComfyNode):
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                     tooltip="Same seed, same image; with noise_mode 'official' the official pipeline's seed.",
                 ),
-                io.Int.Input(
-                    "steps", default=DEFAULT, min=DEFAULT, max=1000,
-                    tooltip="-1 = the model's official count (base 50, distilled 8). Fewer is faster but rougher.",
+                widgets.steps_input(
+                    1000, f"-1 = the model's official count (base {BASE.steps}, distilled {DISTILLED.steps}). "
+                    "Fewer is faster but rougher.",
                 ),
-                io.Float.Input(
-                    "guidance_scale", default=DEFAULT, min=DEFAULT, max=30.0, step=0.05, round=0.01,
-                    tooltip="-1 = official (base 3.5, distilled 3.25). Higher follows the prompt harder.",
+                widgets.guidance_input(
+                    f"-1 = official (base {BASE.guidance_scale:g}, distilled {DISTILLED.guidance_scale:g}). "
+                    "Higher follows the prompt harder.",
                 ),
-                io.Float.Input(
-                    "shift", default=DEFAULT, min=DEFAULT, max=100.0, step=0.1, round=0.01,
-                    tooltip="-1 = official (base 5, distilled 4). Higher spends more steps on coarse structure.",
+                widgets.shift_input(
+                    f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g}). Higher spends more steps "
+                    "on coarse structure.",
                 ),
                 io.Combo.Input(
                     "guidance_mode", options=GUIDANCE_MODES, default=AUTO,
@@ -83,15 +84,10 @@ class HunyuanImage21Sampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, steps: int, guidance_scale: float, shift: float, denoise: float) -> bool | str:
         """Refuse impossible settings before the prompt runs (-1 means 'model default')."""
-        if steps is not None and steps != DEFAULT and steps < 1:
-            return f"steps {steps} is invalid: use at least 1 step, or -1 for the model's official count"
-        if guidance_scale is not None and guidance_scale != DEFAULT and guidance_scale < 0:
-            return f"guidance_scale {guidance_scale} is invalid: use 0 or more, or -1 for the model's official value"
-        if shift is not None and shift != DEFAULT and shift <= 0:
-            return f"shift {shift} is invalid: use a value above 0, or -1 for the model's official value"
-        if denoise is not None and not 0 < denoise <= 1:
-            return f"denoise {denoise} is invalid: it must be in (0, 1]"
-        return True
+        problem = widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES)
+        if problem is None and denoise is not None and not 0 < denoise <= 1:
+            problem = f"denoise {denoise} is invalid: it must be in (0, 1]"
+        return problem or True
 
     @classmethod
     def execute(
@@ -99,36 +95,22 @@ class HunyuanImage21Sampler(io.ComfyNode):
         shift: float, guidance_mode: str, denoise: float, noise_mode: str, sigmas=None,
     ) -> io.NodeOutput:  # fmt: skip
         dit = model.model
-        variant = dit.cfg.variant
         samples = latent["samples"]
-        if variant == "refiner":
-            raise ValueError(
-                "the loaded DiT is the refiner: it refines a finished image rather than sampling a latent; use it "
-                "in the HunyuanImage 2.1 Refiner node, and load the base or distilled DiT for this sampler"
-            )
-        if samples.ndim != 4 or samples.shape[1] != dit.cfg.out_channels:
-            raise ValueError(
-                f"the latent has shape {tuple(samples.shape)}, but the {variant} model needs "
-                f"[B, {dit.cfg.out_channels}, H/32, W/32]: use the HunyuanImage 2.1 Empty Latent or its VAE Encode"
-            )
-        steps_arg = _or_default(steps)
-        schedule = resolve_schedule(
-            variant, None if sigmas is not None else steps_arg, _or_default(shift), sigmas,
-            denoise if sigmas is None else 1.0,
+        check_stage1_latent(dit.config, samples)
+        custom = sigmas is not None
+        plan = plan_sampling(
+            dit.config.variant, steps=None if custom else widgets.or_official(steps),
+            shift=widgets.or_official(shift), sigmas=sigmas, denoise=1.0 if custom else denoise,
+            mode=None if guidance_mode == AUTO else guidance_mode, guidance_scale=widgets.or_official(guidance_scale),
         )  # fmt: skip
-        batch_offset = min(latent.get("batch_index", [0]))
-        noise = make_noise(samples.shape, seed, noise_mode, batch_offset)
+        noise = make_noise(samples.shape, seed, noise_mode, min(latent.get("batch_index", [0])))
         import latent_preview  # imports ComfyUI's text-encoder stack (transformers): keep it out of pack import
 
         management.load(model)
-        preview = latent_preview.prepare_callback(model, schedule.steps)
+        preview = latent_preview.prepare_callback(model, plan.schedule.steps)
         out = sample(
-            dit, noise, conditioning.positive, conditioning.negative,
-            steps=None if sigmas is not None else steps_arg, shift=_or_default(shift),
-            guidance_scale=_or_default(guidance_scale, variant_defaults(variant).guidance_scale),
-            mode=None if guidance_mode == AUTO else guidance_mode,
-            sigmas=sigmas, denoise=denoise if sigmas is None else 1.0,
-            latent=to_model_space(samples.float()) if denoise < 1 and sigmas is None else None,
+            dit, noise, conditioning.positive, conditioning.negative, schedule=plan.schedule, guidance=plan.guidance,
+            latent=to_model_space(samples.float()) if plan.schedule.offset else None,
             callback=lambda i, total, x, x0: preview(i, x0, x, total),
         )  # fmt: skip
         result = dict(latent)

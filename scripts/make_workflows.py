@@ -1,53 +1,75 @@
 """Write the shipped workflows: a UI-format file (drag onto the canvas) and its API-format twin for each variant.
 
 Both come from one graph description here, so they cannot drift apart; tests/test_workflow_twins.py checks the pair
-against a real server's /object_info. Run: .venv/bin/python scripts/make_workflows.py
+against a real server's /object_info; tests/test_variants.py also checks that the files are what this
+script writes now. Run: .venv/bin/python scripts/make_workflows.py (file names and official values come from
+``hunyuan_core.variants``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: the registry lives in the repository's core package
+    sys.path.insert(0, str(ROOT))
+
+from hunyuan_core.variants import (
+    BASE,
+    DISTILLED,
+    GLYPH_FILE,
+    QWEN_FILE,
+    QWEN_FP8_FILE,
+    REFINER,
+    REFINER_CONDITION_STRENGTH,
+    REFINER_VAE_FILE,
+    STAGE1_VAE_FILE,
+)
+from hunyuan_core.variants import VARIANTS as VARIANT_REGISTRY
+
 PROMPT = (
     "A cute, cartoon-style anthropomorphic penguin plush toy with fluffy fur, standing in a painting studio, "
     "wearing a red knitted scarf and a red beret with the word “Tencent” on it, holding a paintbrush with a "
     "focused expression as it paints an oil painting of the Mona Lisa, rendered in a photorealistic photographic "
     "style."
 )
-NOTE = """HunyuanImage-2.1 ({variant}) with the official settings: leave steps, guidance and shift at -1 for the
-model's own values ({defaults}).
+STAGE1_DEFAULTS = {
+    BASE.name: f"{BASE.steps} steps, CFG {BASE.guidance_scale:g} then APG, shift {BASE.shift:g}",
+    DISTILLED.name: f"{DISTILLED.steps} steps, embedded guidance {DISTILLED.guidance_scale:g}, shift {DISTILLED.shift:g}",
+}
+NOTE = f"""HunyuanImage-2.1 ({{variant}}) with the official settings: leave steps, guidance and shift at -1 for the
+model's own values ({{defaults}}).
 
 Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work too):
-- models/diffusion_models/{dit}
-- models/text_encoders/qwen_2.5_vl_7b.safetensors (or qwen_2.5_vl_7b_fp8_scaled.safetensors)
-- models/text_encoders/byt5_small_glyphxl_fp16.safetensors
-- models/vae/hunyuan_image_2.1_vae_fp16.safetensors
+- models/diffusion_models/{{dit}}
+- models/text_encoders/{QWEN_FILE.name} (or {QWEN_FP8_FILE.name})
+- models/text_encoders/{GLYPH_FILE.name}
+- models/vae/{STAGE1_VAE_FILE.name}
 
 Put text to render in double quotes, ‘…’ or “…”. The model is trained at 2K: use a 2K size."""
 
-REFINER_NOTE = """HunyuanImage-2.1 base, then the refiner (the official two-stage pipeline), with the official settings:
-leave steps, guidance and shift at -1 (base 50 steps, CFG 3.5 then APG, shift 5; refiner 4 steps, guidance 3.5
-as an embedding, shift 4, condition strength 0.25). The refiner re-encodes the same prompt with its own template.
+REFINER_NOTE = f"""HunyuanImage-2.1 base, then the refiner (the official two-stage pipeline), with the official settings:
+leave steps, guidance and shift at -1 (base {STAGE1_DEFAULTS[BASE.name]}; refiner {REFINER.steps} steps, guidance \
+{REFINER.guidance_scale:g}
+as an embedding, shift {REFINER.shift:g}, condition strength {REFINER_CONDITION_STRENGTH:g}). The refiner re-encodes \
+the same prompt with its own template.
 
 Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work too):
-- models/diffusion_models/hunyuanimage2.1_bf16.safetensors and hunyuanimage2.1_refiner_bf16.safetensors
-- models/text_encoders/qwen_2.5_vl_7b.safetensors and byt5_small_glyphxl_fp16.safetensors
-- models/vae/hunyuan_image_2.1_vae_fp16.safetensors and hunyuan_image_refiner_vae_fp16.safetensors
+- models/diffusion_models/{BASE.dit_file.name} and {REFINER.dit_file.name}
+- models/text_encoders/{QWEN_FILE.name} and {GLYPH_FILE.name}
+- models/vae/{STAGE1_VAE_FILE.name} and {REFINER_VAE_FILE.name}
 
 The refiner works at the stage-1 size (2K): it runs 4x as many image tokens as stage 1."""
 
-QWEN = "qwen_2.5_vl_7b.safetensors"
-BYT5 = "byt5_small_glyphxl_fp16.safetensors"
-VAE = "hunyuan_image_2.1_vae_fp16.safetensors"
-REFINER_DIT = "hunyuanimage2.1_refiner_bf16.safetensors"
-REFINER_VAE = "hunyuan_image_refiner_vae_fp16.safetensors"
-VARIANTS = {
-    "base": ("hunyuanimage2.1_bf16.safetensors", "50 steps, CFG 3.5 then APG, shift 5"),
-    "distilled": ("hunyuanimage2.1_distilled_bf16.safetensors", "8 steps, embedded guidance 3.25, shift 4"),
-}
+QWEN = QWEN_FILE.name
+BYT5 = GLYPH_FILE.name
+VAE = STAGE1_VAE_FILE.name
+REFINER_DIT = REFINER.dit_file.name
+REFINER_VAE = REFINER_VAE_FILE.name
+VARIANTS = {name: (VARIANT_REGISTRY[name].dit_file.name, defaults) for name, defaults in STAGE1_DEFAULTS.items()}
 
 
 @dataclass
@@ -153,14 +175,22 @@ def to_ui(nodes: list[Node]) -> dict:
     }  # fmt: skip
 
 
-def main() -> None:
+def render() -> dict[Path, str]:
+    """Every shipped workflow file (UI and API twin) and the text it must hold."""
     graphs = {f"hunyuanimage21_{variant}": graph(variant) for variant in VARIANTS}
     graphs["hunyuanimage21_base_refiner"] = refiner_graph()
+    files = {}
     for name, nodes in graphs.items():
-        (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=1, ensure_ascii=False) + "\n")
-        (ROOT / "workflows" / "api" / f"{name}_api.json").write_text(
+        files[ROOT / "workflows" / f"{name}.json"] = json.dumps(to_ui(nodes), indent=1, ensure_ascii=False) + "\n"
+        files[ROOT / "workflows" / "api" / f"{name}_api.json"] = (
             json.dumps(to_api(nodes), indent=1, ensure_ascii=False) + "\n"
         )
+    return files
+
+
+def main() -> None:
+    for path, text in render().items():
+        path.write_text(text)
 
 
 if __name__ == "__main__":

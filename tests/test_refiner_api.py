@@ -13,12 +13,8 @@ import torch
 from test_workflows_api import BASE_STEPS, HEIGHT, WIDTH, core_image, image_of, max_diff, progress_of
 
 from hunyuan_core.dit.checkpoint import load_dit
+from hunyuan_core.pipelines import RefinerSettings, refine_image
 from hunyuan_core.refiner_vae import load_refiner_vae
-from hunyuan_core.refiner_vae.images import decode_image, encode_image
-from hunyuan_core.sampling import Conditioning, make_noise
-from hunyuan_core.sampling.refiner import refine
-from hunyuan_core.text import REFINER_TEMPLATE
-from hunyuan_core.text.encoder import encode_prompt
 from hunyuan_core.text.qwen import load_qwen_encoder
 from hy21_host import PromptRejectedError, repo_root
 from hy21_host.tiny_models import DIT_FILES, QWEN_FILE, REFINER_DIT_FILE, REFINER_VAE_FILE, VAE_FILE
@@ -56,17 +52,10 @@ def test_server_refined_image_equals_core_pipeline(comfy, comfy_host):
     stage1 = core_image(models, comfy_host.comfyui, "base", prompt, seed, BASE_STEPS)
     tokenizers = comfy_host.comfyui / "comfy" / "text_encoders"
     qwen = load_qwen_encoder(models / "text_encoders" / QWEN_FILE, tokenizer_dirs=[tokenizers / "qwen25_tokenizer"])
-    with torch.no_grad():
-        positive = Conditioning.of(encode_prompt(qwen, None, prompt, template=REFINER_TEMPLATE)).to("cpu")
     vae = load_refiner_vae(models / "vae" / REFINER_VAE_FILE, dtype=torch.float32)
-    posterior = torch.Generator("cpu").manual_seed(seed + 1)
-    latent = encode_image(vae, stage1, precision="fp32", sample=True, generator=posterior)
-    packed = (1, 64, *latent.shape[2:])
-    refined = refine(
-        load_dit(models / "diffusion_models" / REFINER_DIT_FILE).eval(), latent, positive,
-        noise=make_noise(packed, seed, "official"), condition_noise=make_noise(packed, seed + 2, "comfy"),
-    )  # fmt: skip
-    core = decode_image(vae, refined, precision="fp32")[0].numpy()
+    dit = load_dit(models / "diffusion_models" / REFINER_DIT_FILE).eval()
+    # refine_image is checked against the procedure composed step by step in test_refiner_pipeline.py
+    core = refine_image(dit, vae, qwen, stage1, prompt, seed, RefinerSettings(vae_precision="fp32"))[0].numpy()
     diff = float(np.abs(server.astype(np.float64) / 255 - core).max())
     print(f"\nrefiner: server PNG vs hunyuan_core float image max abs diff {diff:.5f} ({diff * 255:.2f}/255)")  # noqa: T201
     assert diff <= 2 / 255, f"server vs core max abs diff {diff:.5f} (= {diff * 255:.2f}/255)"

@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from hunyuan_core.dit import HunyuanImageDiT
-from hunyuan_core.sampling import REFINER_SCALE, Conditioning, make_noise, shifted_sigmas
+from hunyuan_core.sampling import REFINER_SCALE, Conditioning, guidance_for, make_noise, shifted_sigmas
 from hunyuan_core.sampling.refiner import condition_latents, pack_frames, refine, unpack_frames
 
 REL_TOL = 1e-4
@@ -80,7 +80,7 @@ def test_condition_is_scaled_packed_latent_mixed_with_noise():
 class Recorder(nn.Module):
     def __init__(self, inner: HunyuanImageDiT) -> None:
         super().__init__()
-        self.inner, self.cfg, self.calls = inner, inner.cfg, []
+        self.inner, self.config, self.calls = inner, inner.config, []
 
     def forward(self, x, t, text, text_mask, byt5=None, byt5_mask=None, guidance=None, timestep_r=None):
         self.calls.append({"x": x.clone(), "t": t.clone(), "guidance": guidance, "r": timestep_r, "byt5": byt5})
@@ -188,6 +188,6 @@ def test_refiner_latents_match_diffusers(scale):
     )[0]  # fmt: skip
     got = refine(
         ours, latent, Conditioning(embeds[:, :13], mask[:, :13]), noise=noise, condition_noise=aug,
-        guidance_scale=scale,
+        guidance=guidance_for("refiner", scale=scale),
     )  # fmt: skip
     assert_close(got, official_unpack(want / 1.03682))

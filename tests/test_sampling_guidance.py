@@ -1,4 +1,8 @@
-"""CFG, APG and the official CFG->APG mix, checked against a direct float64 transcription of model.md §4.3."""
+"""CFG, APG and the official CFG->APG mix, checked against a direct float64 transcription of the official mix.
+
+The official ``normalized_guidance_apg``: momentum ``avg = diff + (-0.5) * avg_prev``, the difference clipped to an
+L2 norm of 10 over C, H, W per sample, its part along ``cond`` dropped (eta 0), ``u + 10 * diff``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from hunyuan_core.sampling import APGSettings, Guider, apg, build_schedule, cfg, official_apg_start
+from hunyuan_core.sampling import (
+    APGGuidance,
+    APGSettings,
+    CFGGuidance,
+    EmbeddedGuidance,
+    OfficialMix,
+    apg,
+    build_schedule,
+    cfg,
+    guidance_for,
+    official_apg_start,
+)
 
 SHAPE = (2, 64, 3, 4)
 
 
 class Transcription:
-    """model.md §4.3, per sample in numpy float64: momentum, clip the L2 norm to 10, drop the part along cond."""
+    """The official APG, per sample in numpy float64: momentum, clip the L2 norm to 10, drop the part along cond."""
 
     def __init__(self, scale=10.0, eta=0.0, threshold=10.0, momentum=-0.5) -> None:
         self.scale, self.eta, self.threshold, self.momentum = scale, eta, threshold, momentum
@@ -60,7 +75,7 @@ def test_pair_straddles_the_norm_threshold():
 @pytest.mark.parametrize("eta", [0.0, 0.4])
 def test_apg_sequence_matches_transcription(eta):
     settings = APGSettings(scale=10.0, eta=eta, norm_threshold=10.0, momentum=-0.5)
-    guider = Guider("apg", 3.5, build_schedule(6, 5), apg_settings=settings)
+    guider = APGGuidance(settings).start(build_schedule(6, 5))
     ref = Transcription(eta=eta)
     for step in range(6):
         u, c = pair(step)
@@ -76,7 +91,7 @@ def test_apg_without_momentum_is_the_plain_projection():
 def test_cfg_formula():
     u, c = pair(3)
     assert torch.allclose(cfg(u, c, 3.5), u + 3.5 * (c - u))
-    guider = Guider("cfg", 3.5, build_schedule(4, 5))
+    guider = CFGGuidance(3.5).start(build_schedule(4, 5))
     assert guider.apg_start is None
     for step in range(4):
         assert torch.equal(guider.combine(step, u, c), cfg(u, c, 3.5))
@@ -85,8 +100,8 @@ def test_cfg_formula():
 
 def test_official_switch_at_50_steps():
     schedule = build_schedule(50, 5)
-    plain = Guider("official", 3.5, schedule, has_quoted_text=False)
-    quoted = Guider("official", 3.5, schedule, has_quoted_text=True)
+    plain = OfficialMix(3.5).start(schedule, has_quoted_text=False)
+    quoted = OfficialMix(3.5).start(schedule, has_quoted_text=True)
     assert plain.apg_start == 6 and quoted.apg_start == 39
     assert [s for s in range(50) if not plain.uses_apg(s)] == list(range(6))  # CFG for steps 0..5
     assert [s for s in range(50) if not quoted.uses_apg(s)] == list(range(39))  # CFG for steps 0..38
@@ -105,16 +120,16 @@ def test_switch_keeps_the_share_of_cfg_steps(steps, plain, quoted):
 def test_switch_counts_in_the_full_schedule_for_img2img():
     tail = build_schedule(25, 5, denoise=0.5)  # the last 25 steps of a 50-step schedule
     assert tail.offset == 25
-    quoted = Guider("official", 3.5, tail, has_quoted_text=True)
+    quoted = OfficialMix(3.5).start(tail, has_quoted_text=True)
     assert [s for s in range(25) if not quoted.uses_apg(s)] == list(range(14))  # full steps 25..38
-    plain = Guider("official", 3.5, tail, has_quoted_text=False)
+    plain = OfficialMix(3.5).start(tail, has_quoted_text=False)
     assert all(plain.uses_apg(s) for s in range(25))
 
 
 def test_momentum_buffer_updates_during_the_cfg_phase():
     steps = 6
-    guider = Guider("official", 3.5, build_schedule(steps, 5), apg_start=3)
-    fresh = Guider("apg", 3.5, build_schedule(steps, 5))  # an APG that never saw the CFG steps
+    guider = OfficialMix(3.5, apg_start=3).start(build_schedule(steps, 5))
+    fresh = APGGuidance().start(build_schedule(steps, 5))  # an APG that never saw the CFG steps
     ref = Transcription()
     for step in range(steps):
         u, c = pair(10 + step)
@@ -131,22 +146,20 @@ def test_momentum_buffer_updates_during_the_cfg_phase():
 
 
 def test_which_modes_need_the_unconditional_pass():
-    schedule = build_schedule(8, 5)
-    assert Guider("official", 3.5, schedule).needs_uncond
-    assert not Guider("official", 1.0, schedule).needs_uncond  # official: no CFG unless scale > 1
-    assert not Guider("official", 0.5, schedule).needs_uncond
-    assert Guider("cfg", 0.5, schedule).needs_uncond
-    assert not Guider("cfg", 1.0, schedule).needs_uncond
-    assert Guider("apg", 1.0, schedule).needs_uncond
-    distilled = Guider("distilled", 3.25, schedule)
+    assert OfficialMix(3.5).needs_uncond
+    assert not OfficialMix(1.0).needs_uncond  # official: no CFG unless scale > 1
+    assert not OfficialMix(0.5).needs_uncond
+    assert CFGGuidance(0.5).needs_uncond
+    assert not CFGGuidance(1.0).needs_uncond
+    assert APGGuidance().needs_uncond
+    distilled = EmbeddedGuidance(3.25)
     assert distilled.embedded and not distilled.needs_uncond
 
 
 def test_bad_guidance_arguments():
-    schedule = build_schedule(8, 5)
     with pytest.raises(ValueError, match="unknown guidance mode"):
-        Guider("mix", 3.5, schedule)
+        guidance_for("base", "mix", 3.5)
     with pytest.raises(ValueError, match="finite"):
-        Guider("cfg", float("inf"), schedule)
+        guidance_for("base", "cfg", float("inf"))
     with pytest.raises(ValueError, match="apg_start"):
-        Guider("official", 3.5, schedule, apg_start=-1)
+        guidance_for("base", "official", 3.5, apg_start=-1)

@@ -28,8 +28,11 @@ from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 from hunyuan_core.sampling import (
     Conditioning,
     concat_conditionings,
+    build_schedule,
+    guidance_for,
     make_noise,
     official_apg_start,
+    plan_sampling,
     sample,
     shifted_sigmas,
     to_model_space,
@@ -160,21 +163,22 @@ def test_base_official_mix_matches_diffusers(base, quoted):
     # diffusers picks its guider from the positive ByT5 embeddings: the OCR one only when they are non-zero.
     pipe = pipeline(ref, shift=5.0, general_start=official_apg_start(STEPS, False) - 1, ocr_start=start - 1)
     want = run_diffusers(pipe, noise, pos, neg, STEPS)
+    schedule = build_schedule(STEPS, 5.0)
     got = sample(
-        ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), steps=STEPS, shift=5.0,
-        guidance_scale=3.5, mode="official",
+        ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), schedule=schedule,
+        guidance=guidance_for("base", "official", 3.5),
     )  # fmt: skip
     assert_close(got, want)
     if quoted:  # the switch step must matter, or this test could not tell the two schedules apart
         other = sample(
-            ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), steps=STEPS, shift=5.0,
-            guidance_scale=3.5, mode="official", apg_start=3,
+            ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), schedule=schedule,
+            guidance=guidance_for("base", "official", 3.5, apg_start=3),
         )  # fmt: skip
         assert float((other - want).abs().max()) > 100 * REL_TOL * float(want.abs().max())
     else:  # cond and uncond one after the other: the same result
         alone = sample(
-            ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), steps=STEPS, shift=5.0,
-            guidance_scale=3.5, mode="official", batched_cfg=False,
+            ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), schedule=schedule,
+            guidance=guidance_for("base", "official", 3.5, batched=False),
         )  # fmt: skip
         assert_close(alone, want)
 
@@ -198,7 +202,7 @@ class Recorder(nn.Module):
 
     def __init__(self, inner: HunyuanImageDiT) -> None:
         super().__init__()
-        self.inner, self.cfg, self.calls = inner, inner.cfg, []
+        self.inner, self.config, self.calls = inner, inner.config, []
 
     def forward(self, x, t, text, text_mask, byt5=None, byt5_mask=None, guidance=None, timestep_r=None):
         self.calls.append({"x": x.clone(), "t": t.clone(), "guidance": guidance, "r": timestep_r, "text": text})
@@ -230,10 +234,19 @@ def tiny_distilled() -> Recorder:
     return tiny(TINY_DISTILLED, seed=2)
 
 
+def planned(model, noise, positive, negative=None, *, latent=None, concat=None, callback=None, **settings):
+    """``sample`` with the schedule and guidance that ``plan_sampling`` makes of the user-facing settings."""
+    plan = plan_sampling(model.config.variant, **settings)
+    return sample(
+        model, noise, positive, negative, schedule=plan.schedule, guidance=plan.guidance, latent=latent,
+        concat=concat, callback=callback,
+    )  # fmt: skip
+
+
 def test_same_seed_gives_the_same_latents(tiny_base):
     def run(seed: int) -> torch.Tensor:
         noise = make_noise((2, CHANNELS, 4, 4), seed)
-        return sample(tiny_base, noise, text(1, 5), text(2, 3), steps=3, guidance_scale=3.5)
+        return planned(tiny_base, noise, text(1, 5), text(2, 3), steps=3, guidance_scale=3.5)
 
     first = run(123)
     assert torch.equal(first, run(123))
@@ -259,7 +272,7 @@ def test_callback_runs_once_per_step(tiny_base):
     def callback(step, total, x, denoised):
         seen.append((step, total, x.clone(), denoised.shape))
 
-    out = sample(tiny_base, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5), text(2, 3), steps=3, callback=callback)
+    out = planned(tiny_base, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5), text(2, 3), steps=3, callback=callback)
     assert [(s, n) for s, n, _, _ in seen] == [(0, 3), (1, 3), (2, 3)]
     assert torch.equal(seen[-1][2], out) and seen[0][3] == out.shape
 
@@ -271,13 +284,13 @@ def test_exception_in_callback_stops_sampling(tiny_base):
 
     tiny_base.calls.clear()
     with pytest.raises(InterruptedError):
-        sample(tiny_base, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5), text(2, 3), steps=5, callback=callback)
+        planned(tiny_base, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5), text(2, 3), steps=5, callback=callback)
     assert len(tiny_base.calls) == 2
 
 
 def test_distilled_meanflow_follows_custom_sigmas(tiny_distilled):
     tiny_distilled.calls.clear()
-    sample(tiny_distilled, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5, quoted=True), sigmas=[1.0, 0.7, 0.25, 0.0])
+    planned(tiny_distilled, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5, quoted=True), sigmas=[1.0, 0.7, 0.25, 0.0])
     calls = tiny_distilled.calls
     assert [c["x"].shape[0] for c in calls] == [1, 1, 1]  # one pass per step, no negative
     assert torch.allclose(torch.cat([c["t"] for c in calls]), torch.tensor([1000.0, 700.0, 250.0]))
@@ -289,7 +302,7 @@ def test_img2img_starts_from_the_latent_noised_to_the_first_sigma(tiny_base):
     noise, latent = make_noise((1, CHANNELS, 4, 4), 3), make_noise((1, CHANNELS, 4, 4), 4)
     sigma0 = shifted_sigmas(8, 5)[4]  # 4 steps at denoise 0.5: the tail of 8
     tiny_base.calls.clear()
-    sample(tiny_base, noise, text(1, 5), text(2, 3), steps=4, denoise=0.5, latent=latent, mode="cfg")
+    planned(tiny_base, noise, text(1, 5), text(2, 3), steps=4, denoise=0.5, latent=latent, mode="cfg")
     first = tiny_base.calls[0]
     assert len(tiny_base.calls) == 4 and first["x"].shape[0] == 2  # [negative, positive] in one forward
     assert torch.allclose(first["x"][1:], (1 - sigma0) * latent + sigma0 * noise)
@@ -354,4 +367,4 @@ def test_bad_input_is_refused(tiny_base, tiny_distilled, variant, kwargs, messag
     kwargs = {"negative": text(2, 3), "steps": 2, **kwargs}
     negative = kwargs.pop("negative")
     with pytest.raises(ValueError, match=message):
-        sample(model, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5), negative, **kwargs)
+        planned(model, make_noise((1, CHANNELS, 4, 4), 0), text(1, 5), negative, **kwargs)

@@ -1,4 +1,4 @@
-"""The flow-matching schedule: model.md §4.1's sigma values, img2img tails, custom sigma lists, bad input."""
+"""The flow-matching schedule: the official sigma values, img2img tails, custom sigma lists, bad input."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from hunyuan_core.sampling import (
-    VARIANT_DEFAULTS,
     build_schedule,
     custom_schedule,
     resolve_schedule,
     shifted_sigmas,
 )
 from hunyuan_core.sampling.schedule import denoise_total_steps
+from hunyuan_core.variants import VARIANTS
 
 
 def rounded(t: torch.Tensor) -> list[float]:
@@ -45,9 +45,9 @@ def test_timesteps_are_sigma_times_1000_in_float32():
 
 
 def test_variant_defaults_resolve_to_the_official_schedules():
-    assert VARIANT_DEFAULTS["base"].steps == 50 and VARIANT_DEFAULTS["base"].shift == 5
-    assert VARIANT_DEFAULTS["distilled"].steps == 8 and VARIANT_DEFAULTS["distilled"].shift == 4
-    assert VARIANT_DEFAULTS["refiner"].steps == 4 and VARIANT_DEFAULTS["refiner"].shift == 4
+    assert VARIANTS["base"].steps == 50 and VARIANTS["base"].shift == 5
+    assert VARIANTS["distilled"].steps == 8 and VARIANTS["distilled"].shift == 4
+    assert VARIANTS["refiner"].steps == 4 and VARIANTS["refiner"].shift == 4
     assert torch.equal(resolve_schedule("distilled").sigmas, shifted_sigmas(8, 4))
     assert torch.equal(resolve_schedule("refiner").sigmas, shifted_sigmas(4, 4))
     assert torch.equal(resolve_schedule("base", steps=12).sigmas, shifted_sigmas(12, 5))

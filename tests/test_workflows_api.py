@@ -19,10 +19,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hunyuan_core.dit.checkpoint import load_dit
-from hunyuan_core.sampling import Conditioning, make_noise, sample, to_vae_space, variant_defaults
+from hunyuan_core.sampling import Conditioning, make_noise, plan_sampling, sample, to_vae_space
 from hunyuan_core.text.byt5 import load_glyph_encoder
 from hunyuan_core.text.encoder import encode_prompt
 from hunyuan_core.text.qwen import load_qwen_encoder
+from hunyuan_core.variants import DISTILLED
 from hunyuan_core.vae import STAGE1, decode, load_vae
 from hunyuan_core.vae.checkpoint import expected_shapes
 from hy21_host import PromptRejectedError, repo_root
@@ -120,10 +121,8 @@ def core_image(models_dir, comfyui, variant: str, prompt: str, seed: int, steps:
         positive = Conditioning.of(encode_prompt(qwen, glyph, prompt, None)).to("cpu")  # glyph_text "" -> None
         negative = Conditioning.of(encode_prompt(qwen, glyph, "")).to("cpu")
     noise = make_noise((1, 64, HEIGHT // 32, WIDTH // 32), seed, "official")
-    out = sample(
-        dit, noise, positive, negative, steps=None if steps == -1 else steps, shift=None,
-        guidance_scale=variant_defaults(variant).guidance_scale, mode=None, denoise=1.0,
-    )  # fmt: skip
+    plan = plan_sampling(variant, steps=None if steps == -1 else steps)  # every other widget at -1 / auto
+    out = sample(dit, noise, positive, negative, schedule=plan.schedule, guidance=plan.guidance)
     return decode(vae, to_vae_space(out), precision="fp32")  # 'auto' precision is fp32 on the CPU
 
 
@@ -152,7 +151,7 @@ def test_server_image_equals_core_pipeline(comfy, comfy_host, variant):
 
 
 def test_progress_messages_for_the_sampler(comfy):
-    steps = variant_defaults("distilled").steps  # -1 on the widget: the official 8
+    steps = DISTILLED.steps  # -1 on the widget: the official 8
     result = comfy.run(workflow("distilled", seed=777)).raise_for_error()
     progress = progress_of(result, SAMPLER)
     assert progress, f"no progress event for the sampler; got {sorted({e['type'] for e in result.events})}"

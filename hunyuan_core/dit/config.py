@@ -1,4 +1,4 @@
-"""Architecture of the HunyuanImage-2.1 DiT variants (model.md §1.1)."""
+"""Architecture of the HunyuanImage-2.1 DiT: the shape-deciding fields; the official presets are in ``variants``."""
 
 from __future__ import annotations
 
@@ -50,18 +50,3 @@ class DiTConfig:
     def with_(self, **changes) -> DiTConfig:
         return replace(self, **changes)
 
-
-BASE = DiTConfig(variant="base")
-DISTILLED = DiTConfig(variant="distilled", guidance_embed=True, meanflow=True)
-REFINER = DiTConfig(
-    variant="refiner",
-    in_channels=128,
-    hidden_size=3328,
-    num_heads=26,
-    patch_dims=3,
-    rope_axes=(16, 56, 56),
-    byt5_dim=None,
-    guidance_embed=True,
-    meanflow=True,
-)
-PRESETS = {c.variant: c for c in (BASE, DISTILLED, REFINER)}

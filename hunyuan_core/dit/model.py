@@ -1,4 +1,4 @@
-"""``HunyuanImageDiT``: the full forward pass of model.md §1.2, with padded text kept out of attention."""
+"""``HunyuanImageDiT``: the HunyuanImage-2.1 MM-DiT forward pass, with padded text kept out of attention."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class HunyuanImageDiT(nn.Module):
         attention_backend: str = "sdpa",
     ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.attention = get_backend(attention_backend)
         kw = {"dtype": dtype, "device": device, "operations": operations}
         h = cfg.hidden_size
@@ -143,7 +143,7 @@ class HunyuanImageDiT(nn.Module):
         img = self.img_in(x.to(dtype))
         txt = text_in.tokens
         img_len = img.shape[1]
-        rope = rope_tables(grid, self.cfg.rope_axes, self.cfg.rope_theta, x.device)
+        rope = rope_tables(grid, self.config.rope_axes, self.config.rope_theta, x.device)
         valid = [img_len + n for n in text_in.valid]
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, rope, valid, self.attention)
@@ -151,7 +151,7 @@ class HunyuanImageDiT(nn.Module):
         for block in self.single_blocks:
             joint = block(joint, vec, img_len, rope, valid, self.attention)
         out = self.final_layer(joint[:, :img_len], vec)
-        return out.transpose(1, 2).reshape(batch, self.cfg.out_channels, *grid).to(x.dtype)
+        return out.transpose(1, 2).reshape(batch, self.config.out_channels, *grid).to(x.dtype)
 
 
 def _per_sample(value: torch.Tensor | float | None, batch: int) -> torch.Tensor | None:

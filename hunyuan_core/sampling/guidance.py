@@ -1,33 +1,39 @@
-"""How the conditional and unconditional velocities become one: CFG, APG and the official CFG->APG mix.
+"""Guidance: how a step's velocity is formed from the DiT's predictions. Each kind is a settings object.
 
-Modes:
+- ``OfficialMix`` (the base model's default, the official ``cfg_mode="MIX_mode_0"``): plain CFG with the user's
+  scale, then APG with its own scale 10, eta 0, norm threshold 10 and momentum -0.5. The APG momentum buffer is
+  updated from step 0 on, also while CFG is still in charge. At 50 steps APG takes over at step 6 (after step 5)
+  for plain prompts and at step 39 (after step 38) for prompts with quoted text. Other step counts keep the share
+  of the schedule run under CFG: the first APG step is ``round(N * 6/50)`` or ``round(N * 39/50)`` (halves round
+  up), counted in the full schedule so an img2img tail keeps the switch where the full run would have it. With a
+  guidance scale <= 1 the official pipeline runs no CFG at all, so neither does this kind (one conditional pass).
+- ``CFGGuidance``: plain CFG for every step (a scale of exactly 1 is a single conditional pass).
+- ``APGGuidance``: APG from step 0 with the APG settings.
+- ``EmbeddedGuidance``: one pass per step, the scale x1000 goes into the guidance embedding; with ``meanflow`` the
+  next step's timestep is passed as MeanFlow's second timestep (distilled model), without it not (refiner).
 
-- ``official`` (the base model's default, "MIX_mode_0", model.md §4.3): plain CFG with the user's scale, then
-  APG with its own scale 10, eta 0, norm threshold 10 and momentum -0.5. The APG momentum buffer is updated from
-  step 0 on, also while CFG is still in charge. At 50 steps APG takes over at step 6 (after step 5) for plain
-  prompts and at step 39 (after step 38) for prompts with quoted text. Other step counts keep the share of the
-  schedule run under CFG: the first APG step is ``round(N * 6/50)`` or ``round(N * 39/50)`` (halves round up),
-  counted in the full schedule so an img2img tail keeps the switch where the full run would have it. With a
-  guidance scale <= 1 the official pipeline runs no CFG at all, so neither does this mode (one conditional pass).
-- ``cfg``: plain CFG for every step (a scale of exactly 1 is a single conditional pass).
-- ``apg``: APG from step 0 with the APG settings; the user's CFG scale is unused.
-- ``distilled``: one pass per step, the scale goes into the guidance embedding (distilled model and refiner).
+A kind is immutable; ``start`` makes the per-run state (``GuidanceRun``: momentum buffer, switch step), whose
+``velocity`` calls a predictor once or twice per step. ``guidance_for`` builds the official kind of a variant.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from ..dit.config import DiTConfig
+from ..variants import EMBEDDED, GUIDANCE_EMBED_MULTIPLIER, OFFICIAL_MIX, TIMESTEP_MULTIPLIER, get_variant
+from .conditioning import Conditioning, concat_conditionings
 from .schedule import Schedule
 
-MODES = ("official", "cfg", "apg", "distilled")
-TWO_PASS_MODES = ("official", "cfg", "apg")
+MODES = (OFFICIAL_MIX, "cfg", "apg", EMBEDDED)
 
-# First APG step at 50 steps (model.md §4.3: CFG while i <= 5, or i <= 38 with quoted text).
+# First APG step at 50 steps (the official mix runs CFG while i <= 5, or while i <= 38 with quoted text).
 OFFICIAL_STEPS = 50
 OFFICIAL_APG_START = 6
 OFFICIAL_APG_START_QUOTED = 39
@@ -91,52 +97,92 @@ def official_apg_start(total_steps: int, has_quoted_text: bool) -> int:
     return (2 * total_steps * start50 + OFFICIAL_STEPS) // (2 * OFFICIAL_STEPS)
 
 
-class Guider:
-    """Per-run guidance state: which passes a step needs and how they combine (module docstring for modes).
+Predict = Callable[[Conditioning, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
+"""``predict(text, guidance, timestep_r)``: the DiT's velocity for the current latents and step under ``text``
+(whose batch is the latents' batch or a multiple of it: the latents are repeated to match), with the guidance
+embedding value and MeanFlow's second timestep when given (float32 tensors, one value)."""
 
-    ``apg_start`` (official mode) is the first step, counted in the full schedule, that uses APG.
-    """
 
-    def __init__(
-        self,
-        mode: str,
-        scale: float,
-        schedule: Schedule,
-        has_quoted_text: bool = False,
-        apg_settings: APGSettings | None = None,
-        apg_start: int | None = None,
-    ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown guidance mode {mode!r}; expected one of {', '.join(MODES)}")
-        if not math.isfinite(scale):
-            raise ValueError(f"guidance scale must be a finite number, got {scale!r}")
-        if apg_start is not None and (isinstance(apg_start, bool) or not isinstance(apg_start, int) or apg_start < 0):
-            raise ValueError(f"apg_start must be a step index >= 0, got {apg_start!r}")
-        self.mode = mode
-        self.scale = float(scale)
-        self.offset = schedule.offset
-        self.apg_settings = apg_settings or APGSettings()
-        self.buffer = MomentumBuffer(self.apg_settings.momentum)
-        if mode == "official":
-            default = official_apg_start(schedule.total_steps, has_quoted_text)
-            self.apg_start = default if apg_start is None else apg_start
-        elif mode == "apg":
-            self.apg_start = 0
-        else:
-            self.apg_start = None
+def _check_scale(scale: float) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"guidance scale must be a finite number, got {scale!r}")
+    return float(scale)
+
+
+class GuidanceRun(ABC):
+    """The state of one sampling run under a guidance kind."""
+
+    positive: Conditioning | None = None
+    negative: Conditioning | None = None
+
+    def bind(self, positive: Conditioning, negative: Conditioning | None) -> None:
+        """The run's conditionings, already expanded to the batch and on the model's device."""
+        self.positive, self.negative = positive, negative
+
+    @abstractmethod
+    def velocity(self, step: int, predict: Predict) -> torch.Tensor:
+        """The guided velocity of run step ``step`` (0-based), from one or two ``predict`` calls."""
+
+
+class Guidance(ABC):
+    """A guidance kind: immutable settings; ``start`` makes the state of one run."""
+
+    mode: str = ""
+
+    @property
+    @abstractmethod
+    def needs_uncond(self) -> bool:
+        """Whether each step also predicts under the negative conditioning."""
 
     @property
     def embedded(self) -> bool:
         """One pass with the scale in the guidance embedding (guidance-distilled models)."""
-        return self.mode == "distilled"
+        return False
 
-    @property
-    def needs_uncond(self) -> bool:
-        if self.mode == "official":
-            return self.scale > 1  # the official pipeline's `guidance_scale > 1` gate
-        if self.mode == "cfg":
-            return self.scale != 1
-        return self.mode == "apg"
+    def check_model(self, config: DiTConfig) -> None:
+        """Refuse a model this kind cannot drive: CFG/APG need a plain model (embedded kinds override this)."""
+        if config.guidance_embed:
+            raise ValueError(
+                f"the {config.variant} model is guidance-distilled (it takes the scale as an embedding); "
+                f"guidance mode {self.mode!r} needs the base model, use 'distilled'"
+            )
+
+    @abstractmethod
+    def start(self, schedule: Schedule, has_quoted_text: bool = False) -> GuidanceRun:
+        """The state for one run over ``schedule`` (``has_quoted_text``: the positive prompt quotes text)."""
+
+
+class SinglePassRun(GuidanceRun):
+    """One conditional prediction per step: a two-pass kind at a scale where guidance does nothing."""
+
+    def velocity(self, step: int, predict: Predict) -> torch.Tensor:
+        return predict(self.positive, None, None)
+
+
+class TwoPassRun(GuidanceRun):
+    """Predict under the negative and the positive conditioning, then combine (CFG, then APG from ``apg_start``).
+
+    ``batched`` runs ``[negative, positive]`` in one forward, as the official pipeline does; otherwise one after
+    the other (less memory, the same result). ``apg_start`` counts in the full schedule (``offset`` is the run's
+    first step there); None means CFG throughout.
+    """
+
+    def __init__(
+        self, scale: float, settings: APGSettings, apg_start: int | None, offset: int = 0, batched: bool = True
+    ) -> None:
+        self.scale = scale
+        self.apg_settings = settings
+        self.apg_start = apg_start
+        self.offset = offset
+        self.batched = batched
+        self.buffer = MomentumBuffer(settings.momentum)
+        self._both: Conditioning | None = None
+
+    def bind(self, positive: Conditioning, negative: Conditioning | None) -> None:
+        if negative is None:
+            raise ValueError("two-pass guidance needs a negative conditioning")
+        super().bind(positive, negative)
+        self._both = concat_conditionings([negative, positive]) if self.batched else None
 
     def uses_apg(self, step: int) -> bool:
         """Whether run step ``step`` (0-based) combines with APG rather than CFG."""
@@ -149,3 +195,157 @@ class Guider:
         if self.apg_start is not None:
             self.buffer.update(cond - uncond)  # the official pipeline calls APG and discards the result
         return cfg(uncond, cond, self.scale)
+
+    def velocity(self, step: int, predict: Predict) -> torch.Tensor:
+        if self._both is not None:
+            uncond, cond = predict(self._both, None, None).chunk(2)
+        else:
+            uncond = predict(self.negative, None, None)
+            cond = predict(self.positive, None, None)
+        return self.combine(step, uncond, cond)
+
+
+def _check_apg_start(start: int | None) -> None:
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise ValueError(f"apg_start must be a step index >= 0, got {start!r}")
+
+
+@dataclass(frozen=True)
+class OfficialMix(Guidance):
+    """The base model's official guidance: CFG at ``scale``, then APG from ``apg_start`` (None: the official
+    switch for the prompt and schedule, see the module docstring). ``batched``: see ``TwoPassRun``."""
+
+    scale: float = 3.5
+    apg: APGSettings = field(default_factory=APGSettings)
+    apg_start: int | None = None
+    batched: bool = True
+    mode = OFFICIAL_MIX
+
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+        _check_apg_start(self.apg_start)
+
+    @property
+    def needs_uncond(self) -> bool:
+        return self.scale > 1  # the official pipeline's `guidance_scale > 1` gate
+
+    def start(self, schedule: Schedule, has_quoted_text: bool = False) -> GuidanceRun:
+        if not self.needs_uncond:
+            return SinglePassRun()
+        start = official_apg_start(schedule.total_steps, has_quoted_text) if self.apg_start is None else self.apg_start
+        return TwoPassRun(self.scale, self.apg, start, schedule.offset, self.batched)
+
+
+@dataclass(frozen=True)
+class CFGGuidance(Guidance):
+    """Plain classifier-free guidance at every step (a scale of exactly 1 is one conditional pass)."""
+
+    scale: float = 3.5
+    batched: bool = True
+    mode = "cfg"
+
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+
+    @property
+    def needs_uncond(self) -> bool:
+        return self.scale != 1
+
+    def start(self, schedule: Schedule, has_quoted_text: bool = False) -> GuidanceRun:
+        if not self.needs_uncond:
+            return SinglePassRun()
+        return TwoPassRun(self.scale, APGSettings(), None, schedule.offset, self.batched)
+
+
+@dataclass(frozen=True)
+class APGGuidance(Guidance):
+    """Adaptive projected guidance from step 0; APG has its own scale (``apg.scale``), no CFG scale."""
+
+    apg: APGSettings = field(default_factory=APGSettings)
+    batched: bool = True
+    mode = "apg"
+
+    @property
+    def needs_uncond(self) -> bool:
+        return True
+
+    def start(self, schedule: Schedule, has_quoted_text: bool = False) -> GuidanceRun:
+        return TwoPassRun(1.0, self.apg, 0, schedule.offset, self.batched)
+
+
+class EmbeddedRun(GuidanceRun):
+    """One prediction per step with the guidance embedding (and MeanFlow's next timestep when asked)."""
+
+    def __init__(self, guidance: EmbeddedGuidance, schedule: Schedule) -> None:
+        self.guidance = guidance
+        self.sigmas = schedule.sigmas
+        self.value: torch.Tensor | None = None
+
+    def bind(self, positive: Conditioning, negative: Conditioning | None) -> None:
+        super().bind(positive, None)  # guidance-distilled: the negative prompt is not used
+        device = positive.mllm.device
+        self.value = torch.tensor(self.guidance.scale, dtype=torch.float32, device=device) * GUIDANCE_EMBED_MULTIPLIER
+        self.sigmas = self.sigmas.to(device)
+
+    def velocity(self, step: int, predict: Predict) -> torch.Tensor:
+        # MeanFlow: the next timestep, 0 at the last step
+        r = self.sigmas[step + 1] * TIMESTEP_MULTIPLIER if self.guidance.meanflow else None
+        return predict(self.positive, self.value, r)
+
+
+@dataclass(frozen=True)
+class EmbeddedGuidance(Guidance):
+    """The distilled model's and the refiner's guidance: no negative pass, ``scale * 1000`` into the guidance
+    embedding; ``meanflow`` passes the next timestep as MeanFlow's second one (distilled: yes, refiner: no)."""
+
+    scale: float = 3.25
+    meanflow: bool = True
+    mode = EMBEDDED
+
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+
+    @property
+    def needs_uncond(self) -> bool:
+        return False
+
+    @property
+    def embedded(self) -> bool:
+        return True
+
+    def check_model(self, config: DiTConfig) -> None:
+        if not config.guidance_embed:
+            raise ValueError(
+                f"the {config.variant} model has no guidance embedding; 'distilled' mode needs the distilled model or "
+                "the refiner, use 'official', 'cfg' or 'apg'"
+            )
+        if self.meanflow and not config.meanflow:
+            raise ValueError(f"the {config.variant} model has no MeanFlow embedder (time_r_in); use meanflow=False")
+
+    def start(self, schedule: Schedule, has_quoted_text: bool = False) -> GuidanceRun:
+        return EmbeddedRun(self, schedule)
+
+
+def guidance_for(
+    variant: str,
+    mode: str | None = None,
+    scale: float | None = None,
+    *,
+    apg_settings: APGSettings | None = None,
+    apg_start: int | None = None,
+    batched: bool = True,
+) -> Guidance:
+    """The guidance a run of ``variant`` uses: its official kind and scale for what is left unset."""
+    entry = get_variant(variant)
+    mode = entry.guidance if mode is None else mode
+    if mode not in MODES:
+        raise ValueError(f"unknown guidance mode {mode!r}; expected one of {', '.join(MODES)}")
+    scale = entry.guidance_scale if scale is None else scale
+    settings = apg_settings or APGSettings()
+    if mode == OFFICIAL_MIX:
+        return OfficialMix(scale, settings, apg_start, batched)
+    if mode == "cfg":
+        return CFGGuidance(scale, batched)
+    if mode == "apg":
+        return APGGuidance(settings, batched)
+    return EmbeddedGuidance(scale, meanflow=entry.meanflow)

@@ -1,4 +1,4 @@
-"""The refiner stage (model.md §4.6): re-draw a stage-1 image at the same size with the refiner DiT.
+"""The refiner stage's latent procedure: re-draw a stage-1 image at the same size with the refiner DiT.
 
 The refiner is a video-style model: its 16x VAE gives latents ``[B, 32, T, h, w]`` and its DiT reads frames in
 pairs folded into channels, so a single image (T = 1) has its frame duplicated and becomes ``[B, 64, 1, h, w]``.
@@ -10,18 +10,18 @@ augmentation strength (official 0.25). The output's second packed frame is the r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..variants import REFINER, REFINER_CONDITION_STRENGTH
 from .conditioning import Conditioning
+from .guidance import Guidance, guidance_for
 from .latents import REFINER_SCALE, to_model_space, to_vae_space
-from .sampler import StepCallback, sample
+from .sampler import StepCallback, resolve_schedule, sample
+from .schedule import Schedule
 
 log = logging.getLogger(__name__)
-
-OFFICIAL_STRENGTH = 0.25  # the official and diffusers condition augmentation (ComfyUI's node defaults to 0.10)
 
 
 def _frames(latent: torch.Tensor) -> torch.Tensor:
@@ -59,11 +59,16 @@ def unpack_frames(packed: torch.Tensor) -> torch.Tensor:
 
 def check_strength(strength: float) -> float:
     if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"condition augmentation strength {strength} is invalid: it must be in [0, 1] (official 0.25)")
+        raise ValueError(
+            f"condition augmentation strength {strength} is invalid: it must be in [0, 1] "
+            f"(official {REFINER_CONDITION_STRENGTH})"
+        )
     return float(strength)
 
 
-def condition_latents(latent: torch.Tensor, noise: torch.Tensor, strength: float = OFFICIAL_STRENGTH) -> torch.Tensor:
+def condition_latents(
+    latent: torch.Tensor, noise: torch.Tensor, strength: float = REFINER_CONDITION_STRENGTH
+) -> torch.Tensor:
     """The refiner's condition channels from a raw refiner-VAE latent: packed, scaled, then ``s·noise + (1-s)·cond``.
 
     ``noise`` has the packed shape ``[B, 2C, F, h, w]``.
@@ -77,12 +82,12 @@ def condition_latents(latent: torch.Tensor, noise: torch.Tensor, strength: float
 
 def check_refiner(model: nn.Module) -> None:
     """Refuse a stage-1 DiT: name it and say which file the refiner needs."""
-    cfg = model.cfg
-    if cfg.variant != "refiner" or cfg.patch_dims != 3 or cfg.in_channels != 2 * cfg.out_channels:
+    config = model.config
+    if config.variant != REFINER.name or config.patch_dims != 3 or config.in_channels != 2 * config.out_channels:
         raise ValueError(
-            f"the loaded DiT is the {cfg.variant} model ({cfg.in_channels} input channels, {cfg.patch_dims}-D patches),"
-            " not the refiner: load the refiner DiT (e.g. hunyuanimage2.1_refiner_bf16.safetensors or Tencent's "
-            "dit/hunyuanimage-refiner.safetensors) for the refiner"
+            f"the loaded DiT is the {config.variant} model ({config.in_channels} input channels, "
+            f"{config.patch_dims}-D patches), not the refiner: load the refiner DiT (e.g. {REFINER.dit_file.name} "
+            f"or Tencent's {REFINER.dit_file.official}) for the refiner"
         )
 
 
@@ -94,27 +99,26 @@ def refine(
     *,
     noise: torch.Tensor,
     condition_noise: torch.Tensor,
-    strength: float = OFFICIAL_STRENGTH,
-    steps: int | None = None,
-    shift: float | None = None,
-    guidance_scale: float | None = None,
-    sigmas: torch.Tensor | Sequence[float] | None = None,
+    strength: float = REFINER_CONDITION_STRENGTH,
+    schedule: Schedule | None = None,
+    guidance: Guidance | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Refine raw refiner-VAE latents ``[B, 32, 1, h, w]`` (of the stage-1 image); returns the same shape, raw.
 
     ``noise`` is the starting noise and ``condition_noise`` the augmentation noise, both packed-shaped
-    ``[B, 64, 1, h, w]``. Unset ``steps``/``shift``/``guidance_scale`` take the official refiner values (4, 4, 3.5;
-    the official pipeline passes on the stage-1 scale, 3.25 after the distilled model). ``positive`` must be
-    encoded with the refiner's prompt template. No CFG: the scale goes in as the guidance embedding (x1000).
+    ``[B, 64, 1, h, w]``. Unset ``schedule``/``guidance`` are the official refiner ones (4 steps at shift 4,
+    embedded guidance 3.5 without MeanFlow; the official pipeline passes on the stage-1 scale, 3.25 after the
+    distilled model). ``positive`` must be encoded with the refiner's prompt template. No CFG.
     """
     check_refiner(model)
     cond = condition_latents(latent, condition_noise, strength)
     if noise.shape != cond.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, the refiner samples {tuple(cond.shape)}")
+    guidance = guidance_for(REFINER.name) if guidance is None else guidance
+    if not guidance.embedded:
+        raise ValueError(f"the refiner takes its guidance as an embedding, not {guidance}")
     log.debug("refining %s latents at strength %g", tuple(cond.shape), strength)
-    x = sample(
-        model, noise, positive, steps=steps, shift=shift, guidance_scale=guidance_scale, mode="distilled",
-        sigmas=sigmas, concat=cond, callback=callback,
-    )  # fmt: skip
+    schedule = resolve_schedule(REFINER.name) if schedule is None else schedule
+    x = sample(model, noise, positive, schedule=schedule, guidance=guidance, concat=cond, callback=callback)
     return unpack_frames(to_vae_space(x, REFINER_SCALE))

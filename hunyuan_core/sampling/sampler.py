@@ -1,21 +1,23 @@
-"""Euler sampling of the HunyuanImage-2.1 DiT exactly as the official pipeline runs it (model.md §4).
+"""Euler sampling of the HunyuanImage-2.1 DiT exactly as the official pipeline runs it.
 
-Everything here is in the DiT's latent space (raw VAE latents times 0.75289, see ``latents.py``). The DiT
-predicts the velocity ``v = noise - x0`` of ``x_σ = (1 - σ)·x0 + σ·noise``, and each step is the Euler jump
-``x ← x - (σ_i - σ_{i+1})·v`` in float32.
+Everything here is in the DiT's latent space (raw VAE latents times the variant's latent scale, see
+``latents.py``). The DiT predicts the velocity ``v = noise - x0`` of ``x_σ = (1 - σ)·x0 + σ·noise``, and each
+step is the Euler jump ``x ← x - (σ_i - σ_{i+1})·v`` in float32. What a step's velocity is made of (one pass,
+CFG, APG, the official mix, the guidance embedding) is the ``Guidance`` object's business.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .conditioning import Conditioning, concat_conditionings
-from .defaults import variant_defaults
-from .guidance import TWO_PASS_MODES, APGSettings, Guider
+from ..variants import get_variant
+from .conditioning import Conditioning
+from .guidance import APGSettings, Guidance, guidance_for
 from .schedule import Schedule, build_schedule, check_denoise, custom_schedule
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,8 @@ def resolve_schedule(
     sigmas: torch.Tensor | Sequence[float] | None = None,
     denoise: float = 1.0,
 ) -> Schedule:
-    """The schedule a run uses: custom sigmas as given, else the variant's defaults for what is left unset."""
-    defaults = variant_defaults(variant)
+    """The schedule a run uses: custom sigmas as given, else the variant's official values for what is unset."""
+    entry = get_variant(variant)
     check_denoise(denoise)
     if sigmas is not None:
         if denoise != 1.0:
@@ -44,23 +46,36 @@ def resolve_schedule(
         if steps is not None and steps != schedule.steps:
             raise ValueError(f"steps={steps} disagrees with the {schedule.steps} steps of the custom sigmas")
         return schedule
-    return build_schedule(
-        defaults.steps if steps is None else steps, defaults.shift if shift is None else shift, denoise
+    return build_schedule(entry.steps if steps is None else steps, entry.shift if shift is None else shift, denoise)
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """A run's schedule and guidance, decided together from a variant's official values and the user's choices."""
+
+    schedule: Schedule
+    guidance: Guidance
+
+
+def plan_sampling(
+    variant: str,
+    *,
+    steps: int | None = None,
+    shift: float | None = None,
+    sigmas: torch.Tensor | Sequence[float] | None = None,
+    denoise: float = 1.0,
+    mode: str | None = None,
+    guidance_scale: float | None = None,
+    apg_settings: APGSettings | None = None,
+    apg_start: int | None = None,
+    batched_cfg: bool = True,
+) -> SamplingPlan:
+    """Everything left unset takes ``variant``'s official value (base 50 steps / 3.5 / shift 5 with the CFG->APG
+    mix; distilled 8 / 3.25 / 4 with embedded guidance and MeanFlow; refiner 4 / 3.5 / 4, embedded)."""
+    guidance = guidance_for(
+        variant, mode, guidance_scale, apg_settings=apg_settings, apg_start=apg_start, batched=batched_cfg
     )
-
-
-def check_mode(mode: str, guidance_embed: bool, variant: str) -> None:
-    """Refuse a guidance mode the model cannot run: CFG/APG need a plain model, ``distilled`` an embedded one."""
-    if guidance_embed and mode in TWO_PASS_MODES:
-        raise ValueError(
-            f"the {variant} model is guidance-distilled (it takes the scale as an embedding); "
-            f"guidance mode {mode!r} needs the base model, use 'distilled'"
-        )
-    if not guidance_embed and mode == "distilled":
-        raise ValueError(
-            f"the {variant} model has no guidance embedding; 'distilled' mode needs the distilled model or the "
-            "refiner, use 'official', 'cfg' or 'apg'"
-        )
+    return SamplingPlan(resolve_schedule(variant, steps, shift, sigmas, denoise), guidance)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -75,6 +90,9 @@ def _velocity(
     guidance: torch.Tensor | None = None,
     timestep_r: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """One DiT forward; ``x`` is repeated when ``text`` carries several conditionings per latent ([neg, pos])."""
+    if text.batch != x.shape[0]:
+        x = torch.cat([x] * (text.batch // x.shape[0]))
     n = x.shape[0]
     out = model(
         x,
@@ -107,16 +125,16 @@ def _start(
 
 
 def _check_shapes(model: nn.Module, noise: torch.Tensor, concat: torch.Tensor | None) -> None:
-    dims = 2 + model.cfg.patch_dims
+    dims = 2 + model.config.patch_dims
     if noise.ndim != dims:
         layout = "[B, C, 1, H, W]" if dims == 5 else "[B, C, H, W]"
-        raise ValueError(f"the {model.cfg.variant} DiT samples {layout} latents, got shape {tuple(noise.shape)}")
-    need = model.cfg.in_channels - noise.shape[1]
+        raise ValueError(f"the {model.config.variant} DiT samples {layout} latents, got shape {tuple(noise.shape)}")
+    need = model.config.in_channels - noise.shape[1]
     if concat is None:
         if need:
             raise ValueError(
-                f"the {model.cfg.variant} DiT takes {model.cfg.in_channels} channels, the noise has {noise.shape[1]}:"
-                f" pass the {need} condition channels as concat"
+                f"the {model.config.variant} DiT takes {model.config.in_channels} channels, the noise has "
+                f"{noise.shape[1]}: pass the {need} condition channels as concat"
             )
         return
     if concat.shape[1] != need or concat.shape[2:] != noise.shape[2:] or concat.shape[0] not in (1, noise.shape[0]):
@@ -133,73 +151,48 @@ def sample(
     positive: Conditioning,
     negative: Conditioning | None = None,
     *,
-    steps: int | None = None,
-    shift: float | None = None,
-    guidance_scale: float | None = None,
-    mode: str | None = None,
-    sigmas: torch.Tensor | Sequence[float] | None = None,
-    denoise: float = 1.0,
+    schedule: Schedule | None = None,
+    guidance: Guidance | None = None,
     latent: torch.Tensor | None = None,
     concat: torch.Tensor | None = None,
-    apg_settings: APGSettings | None = None,
-    apg_start: int | None = None,
-    batched_cfg: bool = True,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Denoise ``noise`` ``[B, C, H, W]`` (refiner ``[B, C, 1, H, W]``) into model-space latents.
 
-    Unset ``steps``/``shift``/``guidance_scale``/``mode`` take the official defaults of ``model.cfg.variant``
-    (base 50 / 3.5 / 5 / official; distilled 8 / 3.25 / 4 / distilled; refiner 4 / 3.5 / 4 / distilled).
-    ``sigmas`` replaces the built schedule. ``denoise < 1`` samples the schedule's tail from ``latent`` noised
+    ``schedule`` and ``guidance`` default to the official ones of ``model.config.variant`` (``plan_sampling``
+    builds both from user settings). A schedule that starts below σ = 1 (img2img) starts from ``latent`` noised
     to its first sigma. ``concat`` holds the refiner's condition latents, joined to ``x`` on channels each step.
-    Two-pass modes run ``[negative, positive]`` in one batched forward, or one after the other with
-    ``batched_cfg=False`` (less memory, same result). ``apg_start`` overrides the official mix's first APG step.
+    ``negative`` is needed by guidance that predicts an unconditional velocity.
     """
-    cfg = model.cfg
-    defaults = variant_defaults(cfg.variant)
-    schedule = resolve_schedule(cfg.variant, steps, shift, sigmas, denoise)
-    mode = defaults.mode if mode is None else mode
-    scale = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
-    guider = Guider(mode, scale, schedule, positive.has_quoted_text, apg_settings, apg_start)
-    check_mode(mode, cfg.guidance_embed, cfg.variant)
-    two_pass = guider.needs_uncond
-    if two_pass and negative is None:
-        raise ValueError(f"guidance mode {mode!r} with scale {scale} needs a negative conditioning")
+    config = model.config
+    schedule = resolve_schedule(config.variant) if schedule is None else schedule
+    guidance = guidance_for(config.variant) if guidance is None else guidance
+    guidance.check_model(config)
+    if guidance.needs_uncond and negative is None:
+        raise ValueError(f"{guidance} predicts an unconditional velocity each step: it needs a negative conditioning")
     _check_shapes(model, noise, concat)
 
     device = _device(model)
     batch = noise.shape[0]
+    run = guidance.start(schedule, positive.has_quoted_text)
+    run.bind(positive.expand(batch).to(device), negative.expand(batch).to(device) if guidance.needs_uncond else None)
     sig = schedule.sigmas.to(device)
     timesteps = schedule.timesteps.to(device)
-    pos = positive.expand(batch).to(device)
-    neg = negative.expand(batch).to(device) if two_pass else None
-    both = concat_conditionings([neg, pos]) if two_pass and batched_cfg else None
-    guidance = torch.tensor(scale, dtype=torch.float32, device=device) * 1000 if guider.embedded else None
-    meanflow = guider.embedded and defaults.meanflow
     extra = None if concat is None else concat.to(device, torch.float32).expand(batch, *concat.shape[1:])
     x = _start(noise, latent, schedule.sigmas[0], device)
     logger.debug(
-        "sampling %s: %d steps (of %d), sigma %.4f -> 0, mode %s, scale %g, apg_start %s, batch %d",
-        cfg.variant, schedule.steps, schedule.total_steps, float(schedule.sigmas[0]), mode, scale,
-        guider.apg_start, batch,
+        "sampling %s: %d steps (of %d), sigma %.4f -> 0, %s, batch %d",
+        config.variant, schedule.steps, schedule.total_steps, float(schedule.sigmas[0]), guidance, batch,
     )  # fmt: skip
 
     total = schedule.steps
     for i in range(total):
-        t = timesteps[i]
         x_in = x if extra is None else torch.cat([x, extra], dim=1)
-        if guider.embedded:
-            r = sig[i + 1] * 1000 if meanflow else None  # MeanFlow: the next timestep, 0 at the last step
-            v = _velocity(model, x_in, t, pos, guidance, r)
-        elif not two_pass:
-            v = _velocity(model, x_in, t, pos)
-        elif both is not None:
-            uncond, cond = _velocity(model, torch.cat([x_in, x_in]), t, both).chunk(2)
-            v = guider.combine(i, uncond, cond)
-        else:
-            uncond = _velocity(model, x_in, t, neg)
-            cond = _velocity(model, x_in, t, pos)
-            v = guider.combine(i, uncond, cond)
+
+        def predict(text: Conditioning, g: torch.Tensor | None, r: torch.Tensor | None) -> torch.Tensor:
+            return _velocity(model, x_in, timesteps[i], text, g, r)  # noqa: B023 (called within this step)
+
+        v = run.velocity(i, predict)
         denoised = x - sig[i] * v
         x = x - (sig[i] - sig[i + 1]) * v
         if callback is not None:

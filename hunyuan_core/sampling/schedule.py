@@ -1,4 +1,4 @@
-"""The flow-matching sigma schedule of HunyuanImage-2.1 (model.md §4.1), custom sigma lists and img2img tails.
+"""The flow-matching sigma schedule of HunyuanImage-2.1, custom sigma lists and img2img tails.
 
 ``sigmas = linspace(1, 0, N+1)`` shifted by ``s*σ / (1 + (s-1)*σ)``, in float32 exactly as the official code
 computes it; the DiT's timestep is ``σ * 1000``.
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from ..variants import TIMESTEP_MULTIPLIER
 
 # Tolerance for a custom list's first sigma above 1 (float rounding in other schedulers).
 _SIGMA_MAX_SLACK = 1e-6
@@ -40,7 +42,7 @@ class Schedule:
     @property
     def timesteps(self) -> torch.Tensor:
         """The DiT's timesteps ``σ * 1000`` for each step, float32."""
-        return self.sigmas[:-1] * 1000
+        return self.sigmas[:-1] * TIMESTEP_MULTIPLIER
 
 
 def check_steps(steps: int) -> int:
