@@ -24,6 +24,22 @@ def resolve_size(size: str, width: int, height: int) -> tuple[int, int]:
     return preset.width, preset.height
 
 
+def side_input(name: str) -> io.Int.Input:
+    """The custom width or height widget: pixels in steps of the VAE's compression."""
+    step = resolution.SPATIAL_COMPRESSION
+    return io.Int.Input(
+        name,
+        default=2048,
+        min=step,
+        max=resolution.MAX_SIDE,
+        step=step,
+        tooltip=(
+            f"Custom {name} in pixels, a multiple of {step}; used only when size is 'custom'. Images smaller than the "
+            "2K presets lose quality."
+        ),
+    )
+
+
 class HunyuanImage21EmptyLatent(io.ComfyNode):
     """Zero latent ``[B, 64, H/32, W/32]`` in ComfyUI's HunyuanImage convention (native nodes accept it)."""
 
@@ -48,28 +64,8 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
                         "use the width and height below instead."
                     ),
                 ),
-                io.Int.Input(
-                    "width",
-                    default=2048,
-                    min=resolution.SPATIAL_COMPRESSION,
-                    max=resolution.MAX_SIDE,
-                    step=resolution.SPATIAL_COMPRESSION,
-                    tooltip=(
-                        "Custom width in pixels, a multiple of 32; used only when size is 'custom'. Images "
-                        "smaller than the 2K presets lose quality."
-                    ),
-                ),
-                io.Int.Input(
-                    "height",
-                    default=2048,
-                    min=resolution.SPATIAL_COMPRESSION,
-                    max=resolution.MAX_SIDE,
-                    step=resolution.SPATIAL_COMPRESSION,
-                    tooltip=(
-                        "Custom height in pixels, a multiple of 32; used only when size is 'custom'. Images "
-                        "smaller than the 2K presets lose quality."
-                    ),
-                ),
+                side_input("width"),
+                side_input("height"),
                 io.Int.Input(
                     "batch_size",
                     default=1,

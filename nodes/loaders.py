@@ -15,6 +15,7 @@ from ..hunyuan_core.refiner_vae import load_refiner_vae
 from ..hunyuan_core.text.byt5 import load_glyph_encoder
 from ..hunyuan_core.text.qwen import load_qwen_encoder
 from ..hunyuan_core.vae import load_vae
+from ..hunyuan_core.variants import DISTILLED, GLYPH_FILE, QWEN_FILE, REFINER_VAE_FILE, STAGE1_VAE_FILE
 from . import management
 from .types import VAE, DiTModel, RefinerVAE, TextEncoderBundle, TextEncoders
 
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp8_e4m3fn": "fp8"}
 NO_GLYPH = "none"
-GLYPH_FILE = "byt5_small_glyphxl_fp16.safetensors"
 
 
 class HunyuanImage21DiTLoader(io.ComfyNode):
@@ -41,7 +41,7 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
                 io.Combo.Input(
                     "dit_name",
                     options=folder_paths.get_filename_list("diffusion_models"),
-                    tooltip="The DiT file in models/diffusion_models, e.g. hunyuanimage2.1_distilled_bf16.safetensors.",
+                    tooltip=f"The DiT file in models/diffusion_models, e.g. {DISTILLED.dit_file.name}.",
                 ),
                 io.Combo.Input(
                     "weight_dtype",
@@ -92,7 +92,7 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
             category="HunyuanImage/loaders",
             description=(
                 "Loads the two text encoders of HunyuanImage-2.1 from models/text_encoders: Qwen2.5-VL-7B (a single "
-                "file such as qwen_2.5_vl_7b.safetensors, its fp8_scaled variant, or a Qwen2.5-VL-7B-Instruct "
+                f"file such as {QWEN_FILE.name}, its fp8_scaled variant, or a Qwen2.5-VL-7B-Instruct "
                 "folder) and the Glyph-SDXL-v2 ByT5 encoder that renders quoted text."
             ),
             inputs=[
@@ -104,12 +104,10 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
                 io.Combo.Input(
                     "byt5",
                     options=[NO_GLYPH, *files],
-                    default="byt5_small_glyphxl_fp16.safetensors"
-                    if "byt5_small_glyphxl_fp16.safetensors" in files
-                    else NO_GLYPH,
+                    default=GLYPH_FILE.name if GLYPH_FILE.name in files else NO_GLYPH,
                     tooltip=(
-                        "The ByT5 glyph encoder (byt5_small_glyphxl_fp16.safetensors or byt5_model.pt). Needed for "
-                        "text in quotes to be rendered well; 'none' skips it (quoted text then loses its glyph cue)."
+                        f"The ByT5 glyph encoder ({GLYPH_FILE.name} or byt5_model.pt). Needed for text in quotes "
+                        "to be rendered well; 'none' skips it (quoted text then loses its glyph cue)."
                     ),
                 ),
             ],
@@ -145,25 +143,28 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
         return io.NodeOutput(bundle)
 
 
+def vae_loader_schema(node_id: str, display_name: str, description: str, file_tooltip: str, output) -> io.Schema:
+    """The schema both VAE loaders share: one file from models/vae, one output."""
+    return io.Schema(
+        node_id=node_id,
+        display_name=display_name,
+        category="HunyuanImage/loaders",
+        description=description,
+        inputs=[io.Combo.Input("vae_name", options=folder_paths.get_filename_list("vae"), tooltip=file_tooltip)],
+        outputs=[output],
+    )
+
+
 class HunyuanImage21VAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="HunyuanImage21VAELoader",
-            display_name="HunyuanImage 2.1 VAE Loader",
-            category="HunyuanImage/loaders",
-            description=(
-                "Loads HunyuanImage-2.1's 32x VAE from models/vae: Comfy-Org's hunyuan_image_2.1_vae_fp16.safetensors, "
-                "Tencent's vae_2_1/pytorch_model.ckpt, or diffusers weights."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "vae_name",
-                    options=folder_paths.get_filename_list("vae"),
-                    tooltip="The stage-1 VAE file (64 latent channels, 32x compression).",
-                ),
-            ],
-            outputs=[VAE.Output(display_name="vae", tooltip="The VAE, for the pack's decode and encode nodes.")],
+        return vae_loader_schema(
+            "HunyuanImage21VAELoader",
+            "HunyuanImage 2.1 VAE Loader",
+            f"Loads HunyuanImage-2.1's 32x VAE from models/vae: Comfy-Org's {STAGE1_VAE_FILE.name}, Tencent's "
+            f"{STAGE1_VAE_FILE.official}, or diffusers weights.",
+            "The stage-1 VAE file (64 latent channels, 32x compression).",
+            VAE.Output(display_name="vae", tooltip="The VAE, for the pack's decode and encode nodes."),
         )
 
     @classmethod
@@ -178,25 +179,16 @@ class HunyuanImage21VAELoader(io.ComfyNode):
 
 
 class HunyuanImage21RefinerVAELoader(io.ComfyNode):
+    # Not a subclass of the stage-1 loader: ComfyUI caches schema facts on the class, a subclass would inherit them.
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="HunyuanImage21RefinerVAELoader",
-            display_name="HunyuanImage 2.1 Refiner VAE Loader",
-            category="HunyuanImage/loaders",
-            description=(
-                "Loads the refiner's 16x causal-3D VAE from models/vae: Comfy-Org's "
-                "hunyuan_image_refiner_vae_fp16.safetensors, Tencent's vae_refiner/pytorch_model.pt, or diffusers "
-                "weights (AutoencoderKLHunyuanImageRefiner)."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "vae_name",
-                    options=folder_paths.get_filename_list("vae"),
-                    tooltip="The refiner VAE file (32 latent channels, 16x compression), not the stage-1 VAE.",
-                ),
-            ],
-            outputs=[RefinerVAE.Output(display_name="refiner_vae", tooltip="For the HunyuanImage 2.1 Refiner node.")],
+        return vae_loader_schema(
+            "HunyuanImage21RefinerVAELoader",
+            "HunyuanImage 2.1 Refiner VAE Loader",
+            f"Loads the refiner's 16x causal-3D VAE from models/vae: Comfy-Org's {REFINER_VAE_FILE.name}, Tencent's "
+            f"{REFINER_VAE_FILE.official}, or diffusers weights (AutoencoderKLHunyuanImageRefiner).",
+            "The refiner VAE file (32 latent channels, 16x compression), not the stage-1 VAE.",
+            RefinerVAE.Output(display_name="refiner_vae", tooltip="For the HunyuanImage 2.1 Refiner node."),
         )
 
     @classmethod
@@ -206,7 +198,6 @@ class HunyuanImage21RefinerVAELoader(io.ComfyNode):
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
         # fp32 weights; the refiner node runs them under fp16 autocast on GPUs, as the official decode does.
-        vae = load_refiner_vae(
-            management.resolve("vae", vae_name), dtype=torch.float32, operations=comfy.ops.manual_cast
-        )
+        path = management.resolve("vae", vae_name)
+        vae = load_refiner_vae(path, dtype=torch.float32, operations=comfy.ops.manual_cast)
         return io.NodeOutput(management.patch(vae, "vae"))

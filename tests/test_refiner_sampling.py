@@ -1,5 +1,5 @@
-"""The refiner procedure (model.md §4.6): frame packing, condition augmentation, the sampling loop, and parity of
-the final latents with diffusers 0.39.0's ``HunyuanImageRefinerPipeline`` on tiny random weights, fp32."""
+"""The refiner procedure: frame packing, condition augmentation, the sampling loop, and parity of the final
+latents with diffusers 0.39.0's ``HunyuanImageRefinerPipeline`` on tiny random weights, fp32."""
 
 from __future__ import annotations
 
