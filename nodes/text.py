@@ -50,8 +50,8 @@ class HunyuanImage21TextEncode(io.ComfyNode):
             category="HunyuanImage/conditioning",
             description=(
                 "Encodes the prompt exactly as the official pipeline: Qwen2.5-VL hidden states (official template, "
-                'up to 1000 tokens) plus ByT5 glyph states for text in "double quotes", ‘…’ or “…”. Quoted text '
-                "also switches the base model's guidance to its text-rendering schedule."
+                f'up to {STAGE1_TEMPLATE.max_tokens} tokens) plus ByT5 glyph states for text in "double quotes", ‘…’ '
+                "or “…”. Quoted text also switches the base model's guidance to its text-rendering schedule."
             ),
             inputs=[
                 TextEncoders.Input("text_encoders", tooltip="From the HunyuanImage 2.1 Text Encoder Loader."),
