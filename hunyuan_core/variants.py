@@ -87,67 +87,38 @@ class Variant:
         return f"{self.steps} steps, guidance {self.guidance_scale:g}, shift {self.shift:g}"
 
 
+# One row a fact, as in the official README's table; kept as written (not re-wrapped by the formatter).
+# fmt: off
 BASE = Variant(
-    name="base",
-    dit=DiTConfig(variant="base"),
-    steps=50,
-    guidance_scale=3.5,
-    shift=5.0,
-    guidance=OFFICIAL_MIX,
-    meanflow=False,
-    template=STAGE1_TEMPLATE,
-    latent=STAGE1_LATENT,
+    name="base", dit=DiTConfig(variant="base"),
+    steps=50, guidance_scale=3.5, shift=5.0, guidance=OFFICIAL_MIX, meanflow=False,
+    template=STAGE1_TEMPLATE, latent=STAGE1_LATENT, vae_file=STAGE1_VAE_FILE,
     dit_file=ModelFile("diffusion_models", "hunyuanimage2.1_bf16.safetensors", "dit/hunyuanimage2.1.safetensors"),
-    vae_file=STAGE1_VAE_FILE,
     summary="CFG then APG",
 )
+# shift 4 as in the distilled config; the official __call__'s own shift=5 default overrides it by mistake.
 DISTILLED = Variant(
-    name="distilled",
-    dit=DiTConfig(variant="distilled", guidance_embed=True, meanflow=True),
-    steps=8,
-    guidance_scale=3.25,
-    # shift 4 as in the distilled config; the official __call__'s own shift=5 default overrides it by mistake
-    shift=4.0,
-    guidance=EMBEDDED,
-    meanflow=True,
-    template=STAGE1_TEMPLATE,
-    latent=STAGE1_LATENT,
-    dit_file=ModelFile(
-        "diffusion_models",
-        "hunyuanimage2.1_distilled_bf16.safetensors",
-        "dit/hunyuanimage2.1-distilled.safetensors",
-    ),
-    vae_file=STAGE1_VAE_FILE,
+    name="distilled", dit=DiTConfig(variant="distilled", guidance_embed=True, meanflow=True),
+    steps=8, guidance_scale=3.25, shift=4.0, guidance=EMBEDDED, meanflow=True,
+    template=STAGE1_TEMPLATE, latent=STAGE1_LATENT, vae_file=STAGE1_VAE_FILE,
+    dit_file=ModelFile("diffusion_models", "hunyuanimage2.1_distilled_bf16.safetensors",
+                       "dit/hunyuanimage2.1-distilled.safetensors"),
     summary="embedded guidance and MeanFlow",
 )
+# 4 steps hard-coded by stage 1, shift 4 from the refiner's __call__ (its config's shift 1 is never used), the
+# scale inherited from stage 1 (3.5 after the base model, 3.25 after the distilled one). The checkpoint has
+# time_r_in (MeanFlow) weights, but the official refiner pipeline passes no second timestep.
 REFINER = Variant(
     name="refiner",
-    dit=DiTConfig(
-        variant="refiner",
-        in_channels=128,
-        hidden_size=3328,
-        num_heads=26,
-        patch_dims=3,
-        rope_axes=(16, 56, 56),
-        byt5_dim=None,
-        guidance_embed=True,
-        meanflow=True,
-    ),
-    # 4 steps hard-coded by stage 1, shift 4 from the refiner's __call__ (its config's shift 1 is never used),
-    # scale inherited from stage 1 (3.5 after the base model, 3.25 after the distilled one)
-    steps=4,
-    guidance_scale=3.5,
-    shift=4.0,
-    guidance=EMBEDDED,
-    meanflow=False,
-    template=REFINER_TEMPLATE,
-    latent=REFINER_LATENT,
-    dit_file=ModelFile(
-        "diffusion_models", "hunyuanimage2.1_refiner_bf16.safetensors", "dit/hunyuanimage-refiner.safetensors"
-    ),
-    vae_file=REFINER_VAE_FILE,
+    dit=DiTConfig(variant="refiner", in_channels=128, hidden_size=3328, num_heads=26, patch_dims=3,
+                  rope_axes=(16, 56, 56), byt5_dim=None, guidance_embed=True, meanflow=True),
+    steps=4, guidance_scale=3.5, shift=4.0, guidance=EMBEDDED, meanflow=False,
+    template=REFINER_TEMPLATE, latent=REFINER_LATENT, vae_file=REFINER_VAE_FILE,
+    dit_file=ModelFile("diffusion_models", "hunyuanimage2.1_refiner_bf16.safetensors",
+                       "dit/hunyuanimage-refiner.safetensors"),
     summary="embedded guidance, no CFG",
 )
+# fmt: on
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (BASE, DISTILLED, REFINER)}
 STAGE1_VARIANTS = (BASE.name, DISTILLED.name)
