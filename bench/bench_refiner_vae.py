@@ -13,41 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import zlib
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hunyuan_core.refiner_vae import REFINER, RefinerVAE
+from bench.common import GIB, materialise, peak_rss, rss_now, run_worker, timed
+from hunyuan_core.refiner_vae import REFINER_VAE, RefinerVAE
 from hunyuan_core.refiner_vae.checkpoint import diffusers_name
-
-GIB = 1024**3
-
-
-def fill(tensor: torch.Tensor, name: str) -> None:
-    """Deterministic weights by our parameter name: N(0, 1/fan_in) for convs, RMS gains 1, small biases."""
-    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    if tensor.ndim > 1 and name.endswith("weight"):
-        tensor.copy_(torch.randn(tensor.shape, generator=gen) * tensor[0].numel() ** -0.5)
-    elif name.endswith("gamma"):
-        tensor.fill_(1.0)
-    else:
-        tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.02)
-
-
-def rss_now() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def build(kind: str) -> torch.nn.Module:
@@ -56,34 +33,20 @@ def build(kind: str) -> torch.nn.Module:
 
         with torch.device("meta"):
             model = AutoencoderKLHunyuanImageRefiner()  # its defaults are the released refiner VAE
-        ours_of = {diffusers_name(n): n for n in RefinerVAE(REFINER, device="meta").state_dict()}
+        ours_of = {diffusers_name(n): n for n in RefinerVAE(REFINER_VAE, device="meta").state_dict()}
     else:
         with torch.device("meta"):
-            model = RefinerVAE(REFINER)
+            model = RefinerVAE(REFINER_VAE)
         ours_of = {n: n for n in model.state_dict()}
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            fill(param, ours_of[name])
-    return model.eval()
+    return materialise(model, ours_of)
 
 
 def inputs(side: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 1, side, side, generator=gen) * 2 - 1
-    latent_side = side // REFINER.spatial_compression
-    latent = torch.randn(1, REFINER.latent_channels, 1, latent_side, latent_side, generator=gen)
+    latent_side = side // REFINER_VAE.spatial_compression
+    latent = torch.randn(1, REFINER_VAE.latent_channels, 1, latent_side, latent_side, generator=gen)
     return image, latent
-
-
-def timed(run, repeats: int) -> tuple[torch.Tensor, list[float]]:
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = run()
-            times.append(time.perf_counter() - start)
-    return out, times
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -101,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
     mean, encode_times = timed(encode, args.repeats)
     pixels, decode_times = timed(decode, args.repeats)
     torch.save({"mean": mean.float().contiguous(), "pixels": pixels.float().contiguous()}, args.out)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({
         "encode": statistics.median(encode_times), "decode": statistics.median(decode_times),
         "encode_times": encode_times, "decode_times": decode_times, "peak": peak, "baseline": baseline,
@@ -109,13 +72,10 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def spawn(kind: str, args: argparse.Namespace, out: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--out", str(out), "--side", str(args.side),
-           "--repeats", str(args.repeats), "--threads", str(args.threads)]  # fmt: skip
     print(f"[{kind}] encoding and decoding a {args.side}x{args.side} image ...", flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{kind} worker failed:\n{result.stderr[-4000:]}")
-    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    stats = run_worker(__file__, kind, [
+        "--out", str(out), "--side", str(args.side), "--repeats", str(args.repeats), "--threads", str(args.threads),
+    ])  # fmt: skip
     print(f"[{kind}] encode {stats['encode']:.1f} s, decode {stats['decode']:.1f} s, "
           f"peak RSS {stats['peak'] / GIB:.2f} GiB", flush=True)  # fmt: skip
     return stats
@@ -133,13 +93,14 @@ def main() -> None:
     parser.add_argument("--worker", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side % REFINER.spatial_compression:
-        parser.error(f"--side {args.side} is not a multiple of {REFINER.spatial_compression}")
+    if args.side % REFINER_VAE.spatial_compression:
+        parser.error(f"--side {args.side} is not a multiple of {REFINER_VAE.spatial_compression}")
     if args.worker:
         worker(args)
         return
 
-    print(f"refiner VAE, {args.side}x{args.side} image <-> {args.side // 16}x{args.side // 16} latent, fp32, CPU, "
+    latent_side = args.side // REFINER_VAE.spatial_compression
+    print(f"refiner VAE, {args.side}x{args.side} image <-> {latent_side}x{latent_side} latent, fp32, CPU, "
           f"{args.threads or torch.get_num_threads()} threads, {args.repeats} repeat(s)")  # fmt: skip
     kinds = ["ours", "diffusers"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,49 +14,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import zlib
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hunyuan_core.vae import STAGE1, HunyuanImageVAE, Tiling
+from bench.common import GIB, materialise, peak_rss, rss_now, run_worker, timed
+from hunyuan_core.vae import STAGE1_VAE, HunyuanImageVAE, Tiling
 from hunyuan_core.vae.checkpoint import diffusers_name
 from hunyuan_core.vae.images import tiled_decode
-
-GIB = 1024**3
-
-
-def fill(tensor: torch.Tensor, name: str) -> None:
-    """Deterministic weights by our parameter name: N(0, 1/fan_in) for convs, GN scale 1, small biases."""
-    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    if tensor.ndim > 1:
-        tensor.copy_(torch.randn(tensor.shape, generator=gen) * tensor[0].numel() ** -0.5)
-    elif name.endswith("weight"):
-        tensor.fill_(1.0)
-    else:
-        tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.02)
-
-
-def rss_now() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from hunyuan_core.vae_common import to_image
 
 
 def build(kind: str) -> torch.nn.Module:
     if kind == "diffusers":
         from diffusers import AutoencoderKLHunyuanImage
 
-        c = STAGE1
+        c = STAGE1_VAE
         with torch.device("meta"):
             model = AutoencoderKLHunyuanImage(
                 in_channels=c.in_channels, out_channels=c.out_channels, latent_channels=c.latent_channels,
@@ -66,20 +44,16 @@ def build(kind: str) -> torch.nn.Module:
         ours_of = {diffusers_name(n, c): n for n in HunyuanImageVAE(c, device="meta").state_dict()}
     else:
         with torch.device("meta"):
-            model = HunyuanImageVAE(STAGE1)
+            model = HunyuanImageVAE(STAGE1_VAE)
         ours_of = {n: n for n in model.state_dict()}
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            fill(param, ours_of[name])
-    return model.eval()
+    return materialise(model, ours_of)
 
 
 def worker(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build("diffusers" if args.worker == "diffusers" else "ours")
-    z = torch.randn(1, STAGE1.latent_channels, args.latent, args.latent, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(1, STAGE1_VAE.latent_channels, args.latent, args.latent, generator=torch.Generator().manual_seed(0))
     baseline = rss_now()
     if args.worker == "diffusers":
         run = lambda: model.decode(z).sample  # noqa: E731
@@ -87,32 +61,20 @@ def worker(args: argparse.Namespace) -> None:
         run = lambda: tiled_decode(model, z, Tiling(args.tile, args.overlap))  # noqa: E731
     else:
         run = lambda: model.decode(z)  # noqa: E731
-    times = []
-    with torch.no_grad():
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            out = run()
-            times.append(time.perf_counter() - start)
+    out, times = timed(run, args.repeats)
     torch.save(out.float().contiguous(), args.out)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"time": statistics.median(times), "times": times, "peak": peak, "baseline": baseline}))
 
 
 def spawn(kind: str, args: argparse.Namespace, out: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--out", str(out), "--latent", str(args.latent),
-           "--repeats", str(args.repeats), "--tile", str(args.tile), "--overlap", str(args.overlap),
-           "--threads", str(args.threads)]  # fmt: skip
     print(f"[{kind}] decoding a {args.latent}x{args.latent} latent ...", flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{kind} worker failed:\n{result.stderr[-4000:]}")
-    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    stats = run_worker(__file__, kind, [
+        "--out", str(out), "--latent", str(args.latent), "--repeats", str(args.repeats), "--tile", str(args.tile),
+        "--overlap", str(args.overlap), "--threads", str(args.threads),
+    ])  # fmt: skip
     print(f"[{kind}] {stats['time']:.1f} s, peak RSS {stats['peak'] / GIB:.2f} GiB", flush=True)
     return stats
-
-
-def to_image(x: torch.Tensor) -> torch.Tensor:
-    return (x / 2 + 0.5).clamp(0, 1)
 
 
 def main() -> None:
@@ -130,7 +92,7 @@ def main() -> None:
         worker(args)
         return
 
-    side = args.latent * STAGE1.spatial_compression
+    side = args.latent * STAGE1_VAE.spatial_compression
     print(f"stage-1 VAE decode, {args.latent}x{args.latent} latent -> {side}x{side} image, fp32, CPU, "
           f"{args.threads or torch.get_num_threads()} threads, {args.repeats} repeat(s)")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +113,7 @@ def main() -> None:
     if "tiled" in outputs:
         tiled = outputs["tiled"]
         diff = (tiled - ours).abs()
-        image = (to_image(tiled) - to_image(ours)).abs()
+        image = (to_image(tiled) - to_image(ours)).abs()  # the 0..1 IMAGEs a node would output
         print(f"tiled ({args.tile}/{args.overlap} latent cells) vs full: raw max abs {diff.max().item():.3e} "
               f"(relative {diff.max().item() / ours.abs().max().item():.3e}), on the 0..1 image scale max "
               f"{image.max().item():.4f}, mean {image.mean().item():.5f}")  # fmt: skip

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-LATENT_CHANNELS = 64
-SPATIAL_COMPRESSION = 32
+from .variants import STAGE1_LATENT
+
+LATENT_CHANNELS = STAGE1_LATENT.channels
+SPATIAL_COMPRESSION = STAGE1_LATENT.compression
 MAX_SIDE = 16384
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..hunyuan_core.vae import Tiling, decode, encode
+from ..hunyuan_core.vae import Tiling, decode_image, encode_image
+from ..hunyuan_core.vae_common import PRECISIONS as VAE_PRECISIONS
 from . import management
 from .types import VAE
 
-PRECISIONS = ["fp32", "bf16", "fp16"]
+PRECISIONS = list(VAE_PRECISIONS)  # the working precisions both VAEs accept, in menu order
 AUTO = "auto"
 
 
@@ -54,7 +55,7 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
     def execute(cls, vae, latent: dict, precision: str, batch_slice: int, tile_size: int) -> io.NodeOutput:
         management.load(vae)
         tiling = Tiling(tile=tile_size, overlap=tile_size // 4) if tile_size else None
-        images = decode(
+        images = decode_image(
             vae.model, latent["samples"], precision=resolve_precision(precision, vae),
             batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),
         )  # fmt: skip
@@ -83,5 +84,5 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
     @classmethod
     def execute(cls, vae, image, precision: str) -> io.NodeOutput:
         management.load(vae)
-        samples = encode(vae.model, image, precision=precision, output_device=mm.intermediate_device())
+        samples = encode_image(vae.model, image, precision=precision, output_device=mm.intermediate_device())
         return io.NodeOutput({"samples": samples})

@@ -2,8 +2,8 @@
 
 From keys and shapes alone: the layout (official fused or split, ComfyUI's internal names, diffusers), the
 variant (base / distilled / refiner) and the full config. Loading builds the model on the meta device and fills
-each parameter straight from the file, so peak memory stays close to the model's own size; fp8 weights stay
-fp8 (with their scales from the file or the official ``*_scale.safetensors`` beside it).
+each parameter straight from the file (``checkpoints.meta``), so peak memory stays close to the model's own size;
+fp8 weights stay fp8 (with their scales from the file or the official ``*_scale.safetensors`` beside it).
 """
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from ..fp8 import FP8_DTYPES, Fp8Linear
-from ..fp8 import quantize_fp8 as quantize_to_fp8
-from ..identify import describe_checkpoint
-from ..tensor_files import CheckpointFileError, TensorFile
+from ..checkpoints.complete import detect_or_damaged, redownload, require_complete
+from ..checkpoints.errors import CheckpointError
+from ..checkpoints.files import TensorFile, open_checkpoint
+from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
+from ..checkpoints.fp8 import quantize_fp8 as quantize_to_fp8
+from ..checkpoints.identify import describe_checkpoint
+from ..checkpoints.meta import fill_parameters, meta_shapes, on_meta
+from ..checkpoints.views import names_under
+from ..variants import BASE, REFINER, VARIANTS
 from . import keys as K
 from .config import DiTConfig
 from .model import HunyuanImageDiT
@@ -29,9 +34,15 @@ log = logging.getLogger(__name__)
 
 # Above this, an fp8 value cannot be a plain cast of a DiT weight: the file was scaled and its scales are missing.
 UNSCALED_FP8_LIMIT = 16.0
+WHAT = "a HunyuanImage-2.1 DiT"
+EXPECTED = (
+    "Expected a HunyuanImage-2.1 diffusion model (base, distilled or refiner, e.g. "
+    f"{BASE.dit_file.name} or {REFINER.dit_file.name}) in models/{BASE.dit_file.folder}."
+)
+ALL_FILES = [v.dit_file.name for v in VARIANTS.values()]
 
 
-class DiTCheckpointError(ValueError):
+class DiTCheckpointError(CheckpointError):
     """The file is not a (complete) HunyuanImage-2.1 DiT; the message says what it appears to be."""
 
 
@@ -98,7 +109,7 @@ def _count(names: set[str], pattern: str) -> int:
 
 def _official_names(view: _View, keys: list[str]) -> set[str]:
     """Official-style module names present, enough to count blocks (works for every layout)."""
-    stripped = [k[len(view.prefix) :] for k in keys if k.startswith(view.prefix)]
+    stripped = names_under(keys, view.prefix)
     if view.layout == K.DIFFUSERS:
         renames = (
             (r"^transformer_blocks\.", "double_blocks."),
@@ -106,8 +117,8 @@ def _official_names(view: _View, keys: list[str]) -> set[str]:
             (r"^context_embedder\.token_refiner\.refiner_blocks\.", "txt_in.individual_token_refiner.blocks."),
         )
         for pattern, new in renames:
-            stripped = [re.sub(pattern, new, k) for k in stripped]
-    return set(stripped)
+            stripped = {re.sub(pattern, new, k) for k in stripped}
+    return stripped
 
 
 def config_from_view(view: _View, keys: list[str]) -> DiTConfig:
@@ -146,17 +157,19 @@ def config_from_view(view: _View, keys: list[str]) -> DiTConfig:
 
 
 def _open(path: str | Path) -> TensorFile:
-    try:
-        return TensorFile(path)
-    except CheckpointFileError as exc:
-        raise DiTCheckpointError(f"cannot read {Path(path).name} as a HunyuanImage-2.1 DiT: {exc}") from None
+    return open_checkpoint(path, WHAT, DiTCheckpointError)
+
+
+def _fix(variant: str) -> str:
+    """Re-download advice naming the released file of ``variant``."""
+    file = VARIANTS[variant].dit_file
+    return redownload([file.name], file.folder)
 
 
 def _resolve(file: TensorFile) -> _View:
     keys = file.keys()
     prefix = K.strip_prefix(keys)
-    stripped = {k[len(prefix) :] for k in keys if k.startswith(prefix)}
-    layout = K.detect_layout(stripped)
+    layout = K.detect_layout(names_under(keys, prefix))
     view = _View(file, layout, prefix) if layout else None
     is_hunyuan = (
         view is not None
@@ -165,10 +178,7 @@ def _resolve(file: TensorFile) -> _View:
     )
     if not is_hunyuan:
         found = describe_checkpoint(keys, file.shape)
-        raise DiTCheckpointError(
-            f"{file.path.name} is not a HunyuanImage-2.1 DiT: it appears to be {found}. "
-            "Expected a HunyuanImage-2.1 diffusion model (base, distilled or refiner) in models/diffusion_models."
-        )
+        raise DiTCheckpointError(f"{file.path.name} is not {WHAT}: it appears to be {found}. {EXPECTED}")
     return view
 
 
@@ -185,7 +195,7 @@ class _Scales:
 
     def __init__(self, view: _View, scale_path: Path | None) -> None:
         self.view = view
-        self.extra = TensorFile(scale_path) if scale_path else None
+        self.extra = open_checkpoint(scale_path, "fp8 scales", DiTCheckpointError) if scale_path else None
         self.origin = scale_path.name if scale_path else None
 
     def find(self, weight_key: str) -> torch.Tensor | None:
@@ -207,15 +217,16 @@ def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCh
     """Identify a DiT checkpoint from its keys and shapes; raise DiTCheckpointError naming what it is instead."""
     file = _open(path)
     view = _resolve(file)
-    try:
-        config = config_from_view(view, file.keys())
-    except (KeyError, IndexError, ValueError) as exc:
-        raise DiTCheckpointError(
-            f"{file.path.name} looks like a HunyuanImage-2.1 DiT ({view.layout} layout) but is missing core "
-            f"tensors ({exc}); the file is incomplete or damaged"
-        ) from None
-    _check_complete(view, config)
-    weight_key = view.file_keys("double_blocks.0.img_attn_qkv.weight")[0]  # present: _check_complete passed
+    config = detect_or_damaged(
+        lambda: config_from_view(view, file.keys()), error=DiTCheckpointError, file_name=file.path.name,
+        what=f"{WHAT} ({view.layout} layout)", fix=redownload(ALL_FILES, BASE.dit_file.folder),
+    )  # fmt: skip
+    require_complete(
+        meta_shapes(lambda: HunyuanImageDiT(config, dtype=torch.float32)), view.has, view.shape,
+        error=DiTCheckpointError, file_name=file.path.name,
+        what=f"HunyuanImage-2.1 {config.variant} DiT ({view.layout} layout)", fix=_fix(config.variant),
+    )  # fmt: skip
+    weight_key = view.file_keys("double_blocks.0.img_attn_qkv.weight")[0]  # present: the file is complete
     weight_dtype = file.dtype(weight_key)
     fp8_scales = None
     if weight_dtype in FP8_DTYPES:
@@ -229,27 +240,6 @@ def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCh
                 f"{file.path.stem}_scale{file.path.suffix} next to it (the official fp8 release ships both files)"
             )
     return DiTCheckpointInfo(file.path, view.layout, view.prefix, config, weight_dtype, fp8_scales)
-
-
-def _check_complete(view: _View, config: DiTConfig) -> None:
-    with torch.device("meta"):
-        expected = HunyuanImageDiT(config, dtype=torch.float32).state_dict()
-    missing, wrong = [], []
-    for name, tensor in expected.items():
-        if not view.has(name):
-            missing.append(name)
-        elif view.shape(name) != tuple(tensor.shape):
-            wrong.append(f"{name}: file {view.shape(name)}, expected {tuple(tensor.shape)}")
-    if missing or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
-        if wrong:
-            detail.append(f"{len(wrong)} with unexpected shapes (e.g. {wrong[0]})")
-        raise DiTCheckpointError(
-            f"{view.file.path.name} is an incomplete or inconsistent HunyuanImage-2.1 {config.variant} DiT "
-            f"({view.layout} layout): {'; '.join(detail)}. Re-download the file."
-        )
 
 
 def load_dit(
@@ -273,33 +263,30 @@ def load_dit(
     scales = _Scales(view, scale_file) if info.weight_dtype in FP8_DTYPES else None
     file_dtype = info.weight_dtype if info.weight_dtype not in FP8_DTYPES else torch.bfloat16
     compute = dtype or file_dtype
-    with torch.device("meta"):
-        model = HunyuanImageDiT(info.config, dtype=compute, operations=operations, attention_backend=attention_backend)
-    for name in list(model.state_dict()):
-        module_name, _, leaf = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        if isinstance(module, Fp8Linear):
-            continue  # filled together with its weight
+
+    def read(name: str) -> torch.Tensor | Fp8Weight:
         tensor, scale = _read(view, name, scales)
-        if quantize_fp8 and scale is None and _is_block_linear_weight(name, module, leaf):
+        if quantize_fp8 and scale is None and _is_block_linear_weight(name, model):
             tensor, scale = quantize_to_fp8(tensor)
-        if scale is not None and isinstance(module, nn.Linear) and leaf == "weight":
-            bias = _read(view, f"{module_name}.bias", None)[0].to(device, compute) if module.bias is not None else None
-            fp8 = Fp8Linear(tensor.to(device), scale.to(device), bias, compute)
-            parent_name, _, child = module_name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, fp8)
-            continue
-        setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=compute), requires_grad=False))
-    left = [n for n, p in model.named_parameters() if p.is_meta]
-    if left:
-        raise DiTCheckpointError(f"{file.path.name}: parameters left unfilled after loading: {left[:5]}")
+        return tensor if scale is None else Fp8Weight(tensor, scale)
+
+    model = on_meta(
+        lambda: HunyuanImageDiT(info.config, dtype=compute, operations=operations, attention_backend=attention_backend)
+    )
+    fill_parameters(
+        model, model.state_dict(), read, dtype=compute, device=device, error=DiTCheckpointError,
+        file_name=file.path.name,
+    )  # fmt: skip
     log.info("loaded %s: %s", file.path.name, info.describe())
     return model.eval()
 
 
-def _is_block_linear_weight(name: str, module: nn.Module, leaf: str) -> bool:
+def _is_block_linear_weight(name: str, model: nn.Module) -> bool:
     """The layers the official fp8 release quantizes: every Linear inside the double and single blocks."""
-    return leaf == "weight" and isinstance(module, nn.Linear) and name.startswith(("double_blocks.", "single_blocks."))
+    module_name, _, leaf = name.rpartition(".")
+    if leaf != "weight" or not name.startswith(("double_blocks.", "single_blocks.")):
+        return False
+    return isinstance(model.get_submodule(module_name), nn.Linear)
 
 
 def _read(view: _View, name: str, scales: _Scales | None) -> tuple[torch.Tensor, torch.Tensor | None]:

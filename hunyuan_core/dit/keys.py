@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-OFFICIAL_FUSED = "official"
+OFFICIAL = "official"
 OFFICIAL_SPLIT = "official-split"
 COMFY = "comfyui"
 DIFFUSERS = "diffusers"
-LAYOUTS = (OFFICIAL_FUSED, OFFICIAL_SPLIT, COMFY, DIFFUSERS)
+LAYOUTS = (OFFICIAL, OFFICIAL_SPLIT, COMFY, DIFFUSERS)
 
 # Prefixes that wrappers put in front of the DiT's own keys (ComfyUI checkpoints, training wrappers).
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.model.", "module.", "model.")
@@ -119,34 +119,41 @@ _DIFFUSERS_SINGLE = {
 }
 
 
+_QKV = ("attn.to_q", "attn.to_k", "attn.to_v")
+# Per block family: the official module pattern (block index captured), diffusers' block name, the fused official
+# modules with the diffusers modules concatenated into them, and the plainly renamed modules.
+_DIFFUSERS_BLOCKS = (
+    (
+        r"txt_in\.individual_token_refiner\.blocks\.(\d+)",
+        "context_embedder.token_refiner.refiner_blocks.{}",
+        {"self_attn_qkv": _QKV},
+        _DIFFUSERS_REFINER,
+    ),
+    (
+        r"double_blocks\.(\d+)",
+        "transformer_blocks.{}",
+        {"img_attn_qkv": _QKV, "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")},
+        _DIFFUSERS_DOUBLE,
+    ),
+    (r"single_blocks\.(\d+)", "single_transformer_blocks.{}", {"linear1": (*_QKV, "proj_mlp")}, _DIFFUSERS_SINGLE),
+)
+
+
 def _diffusers(name: str) -> Source:
     module, _, leaf = name.rpartition(".")
     if module in _DIFFUSERS_FIXED:
         return Source((f"{_DIFFUSERS_FIXED[module]}.{leaf}",))
     if module == "final_layer.adaLN_modulation.1":
         return Source((f"norm_out.linear.{leaf}",), swap_halves=True)  # diffusers stores [scale, shift]
-    if m := re.fullmatch(r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.(.+)", module):
-        base = f"context_embedder.token_refiner.refiner_blocks.{m[1]}"
-        if m[2] == "self_attn_qkv":
-            return Source(tuple(f"{base}.attn.to_{p}.{leaf}" for p in "qkv"))
-        return Source((f"{base}.{_DIFFUSERS_REFINER[m[2]]}.{leaf}",))
-    if m := re.fullmatch(r"double_blocks\.(\d+)\.(.+)", module):
-        base = f"transformer_blocks.{m[1]}"
-        if m[2] == "img_attn_qkv":
-            return Source(tuple(f"{base}.attn.to_{p}.{leaf}" for p in "qkv"))
-        if m[2] == "txt_attn_qkv":
-            return Source(tuple(f"{base}.attn.add_{p}_proj.{leaf}" for p in "qkv"))
-        return Source((f"{base}.{_DIFFUSERS_DOUBLE[m[2]]}.{leaf}",))
-    if m := re.fullmatch(r"single_blocks\.(\d+)\.(.+)", module):
-        base = f"single_transformer_blocks.{m[1]}"
-        if m[2] == "linear1":
-            return Source((*(f"{base}.attn.to_{p}.{leaf}" for p in "qkv"), f"{base}.proj_mlp.{leaf}"))
-        return Source((f"{base}.{_DIFFUSERS_SINGLE[m[2]]}.{leaf}",))
+    for pattern, block, fused, renamed in _DIFFUSERS_BLOCKS:
+        if m := re.fullmatch(rf"{pattern}\.(.+)", module):
+            parts = fused.get(m[2]) or (renamed[m[2]],)
+            return Source(tuple(f"{block.format(m[1])}.{part}.{leaf}" for part in parts))
     raise KeyError(f"no diffusers name known for {name}")
 
 
 _SOURCES = {
-    OFFICIAL_FUSED: lambda name: Source((name,)),
+    OFFICIAL: lambda name: Source((name,)),
     OFFICIAL_SPLIT: _official_split,
     COMFY: _comfy,
     DIFFUSERS: _diffusers,
@@ -178,4 +185,4 @@ def detect_layout(keys: set[str]) -> str | None:
         return COMFY
     if any(re.search(r"\.img_attn_q\.(weight|bias)$", k) or ".linear1_q." in k for k in keys):
         return OFFICIAL_SPLIT
-    return OFFICIAL_FUSED
+    return OFFICIAL

@@ -7,41 +7,58 @@ ComfyUI wraps the ResnetBlocks' 1x1 shortcut in a module of its own, so files it
 ``nin_shortcut.conv.weight`` for ``nin_shortcut.weight``; both are read. diffusers'
 ``AutoencoderKLHunyuanImageRefiner`` renames the containers (``down_blocks.{i}.resnets.{j}``, ``mid_block``,
 ``to_q``...): ``DIFFUSERS``. The config comes from shapes alone, so tiny test files take the same path as the
-5 GB ones. Loading builds the model on the meta device and fills each parameter straight from the file.
+5 GB ones. Loading builds the model on the meta device and fills each parameter straight from the file
+(``checkpoints.meta``).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from torch import nn
 
-from ..identify import describe_checkpoint
-from ..tensor_files import PICKLE_SUFFIXES, CheckpointFileError, TensorFile
-from ..vae.checkpoint import FOLDER_FILES, inspect_vae
-from ..vae.checkpoint import _foreign_vae as _foreign_2d_vae  # names SD/SDXL/Flux VAEs; one place for that
+from ..checkpoints.complete import damaged
+from ..checkpoints.errors import CheckpointError
+from ..checkpoints.files import TensorFile
+from ..checkpoints.identify import describe_checkpoint, describe_foreign_vae
+from ..checkpoints.meta import meta_shapes
+from ..checkpoints.vae_layouts import DIFFUSERS, LEAF_NAMES, ORIGINAL, VAEFormat, VAELoader, diffusers_mid_name
+from ..checkpoints.views import NamedView, names_under, prefix_before
+from ..vae.checkpoint import inspect_vae
+from ..variants import REFINER_VAE_FILE
 from .config import RefinerVAEConfig
 from .model import RefinerVAE
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "DIFFUSERS",
+    "ORIGINAL",
+    "RefinerVAECheckpointError",
+    "RefinerVAECheckpointInfo",
+    "comfy_name",
+    "diffusers_name",
+    "expected_shapes",
+    "inspect_refiner_vae",
+    "load_refiner_vae",
+]
 
-ORIGINAL = "original"
-DIFFUSERS = "diffusers"
+MODEL = "HunyuanImage-2.1 refiner VAE"
+WHAT = f"a {MODEL}"
 EXPECTED = (
-    "Expected the HunyuanImage-2.1 refiner VAE (32 latent channels, 16x, causal 3-D): Tencent's "
-    "vae_refiner/pytorch_model.pt, Comfy-Org's hunyuan_image_refiner_vae_fp16.safetensors or a diffusers "
-    "AutoencoderKLHunyuanImageRefiner (its vae folder)"
+    f"Expected the {MODEL} (32 latent channels, 16x, causal 3-D): Tencent's {REFINER_VAE_FILE.official}, "
+    f"Comfy-Org's {REFINER_VAE_FILE.name} or a diffusers AutoencoderKLHunyuanImageRefiner (its vae folder)"
 )
 STAGE1_FIX = "load it with the HunyuanImage 2.1 VAE Loader (this loader is for the refiner's 16x VAE)"
 
 
-class RefinerVAECheckpointError(ValueError):
+class RefinerVAECheckpointError(CheckpointError):
     """The file is not a (complete) HunyuanImage-2.1 refiner VAE; the message says what it appears to be."""
+
+
+FORMAT = VAEFormat(
+    MODEL, RefinerVAECheckpointError, "decoder.conv_in.conv.weight", REFINER_VAE_FILE.name, REFINER_VAE_FILE.folder
+)
 
 
 @dataclass(frozen=True)
@@ -67,20 +84,15 @@ class RefinerVAECheckpointInfo:
 
 # --- names -------------------------------------------------------------------------------------------------------
 
-_MID = {"block_1": "resnets.0", "block_2": "resnets.1", "attn_1": "attentions.0"}
-_LEAF = {"nin_shortcut": "conv_shortcut", "q": "to_q", "k": "to_k", "v": "to_v"}
-
 
 def diffusers_name(name: str) -> str:
     """diffusers' name for one of our (= official) parameter names; unlike the stage-1 VAE, config-independent."""
     side, rest = name.split(".", 1)
     if m := re.fullmatch(r"(down|up)\.(\d+)\.block\.(\d+)\.(\w+)\.(.+)", rest):
-        return f"{side}.{m[1]}_blocks.{m[2]}.resnets.{m[3]}.{_LEAF.get(m[4], m[4])}.{m[5]}"
+        return f"{side}.{m[1]}_blocks.{m[2]}.resnets.{m[3]}.{LEAF_NAMES.get(m[4], m[4])}.{m[5]}"
     if m := re.fullmatch(r"(down|up)\.(\d+)\.(downsample|upsample)\.(.+)", rest):
         return f"{side}.{m[1]}_blocks.{m[2]}.{m[3]}rs.0.{m[4]}"
-    if m := re.fullmatch(r"mid\.(block_1|block_2|attn_1)\.(\w+)\.(.+)", rest):
-        return f"{side}.mid_block.{_MID[m[1]]}.{_LEAF.get(m[2], m[2])}.{m[3]}"
-    return name  # conv_in, norm_out, conv_out
+    return diffusers_mid_name(side, rest) or name  # conv_in, norm_out, conv_out keep their names
 
 
 def comfy_name(name: str) -> str:
@@ -90,35 +102,7 @@ def comfy_name(name: str) -> str:
 
 def expected_shapes(config: RefinerVAEConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter of the model for ``config``, by our name, without allocating anything."""
-    with torch.device("meta"):
-        model = RefinerVAE(config)
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-class _View:
-    """The refiner VAE's tensors in a file under our names, whatever the layout, prefix and shortcut spelling."""
-
-    def __init__(self, file: TensorFile, layout: str, prefix: str, wrapped_shortcuts: bool) -> None:
-        self.file = file
-        self.layout = layout
-        self.prefix = prefix
-        self.wrapped_shortcuts = wrapped_shortcuts
-
-    def key(self, name: str) -> str:
-        if self.layout == DIFFUSERS:
-            name = diffusers_name(name)
-        elif self.wrapped_shortcuts:
-            name = comfy_name(name)
-        return self.prefix + name
-
-    def has(self, name: str) -> bool:
-        return self.key(name) in self.file
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.file.shape(self.key(name))
-
-    def get(self, name: str) -> torch.Tensor:
-        return self.file.get(self.key(name))
+    return meta_shapes(lambda: RefinerVAE(config))
 
 
 # --- detection ---------------------------------------------------------------------------------------------------
@@ -127,27 +111,13 @@ _ANCHOR = re.compile(r"^(|.*\.)decoder\.conv_in\.conv\.weight$")
 _STAGE1_ANCHOR = re.compile(r"^(|.*\.)decoder\.conv_in\.weight$")
 
 
-def _prefix(keys: list[str], anchor: re.Pattern) -> str | None:
-    """What comes before the anchor key (``vae.`` in some official files, nothing in Comfy-Org's)."""
-    return next((m[1] for k in keys if (m := anchor.match(k))), None)
-
-
 def _not_ours(file: TensorFile, what: str) -> RefinerVAECheckpointError:
-    return RefinerVAECheckpointError(
-        f"{file.path.name} is not a HunyuanImage-2.1 refiner VAE: it appears to be {what}. {EXPECTED}."
-    )
-
-
-def _damaged(file: TensorFile, layout: str, detail: str) -> RefinerVAECheckpointError:
-    return RefinerVAECheckpointError(
-        f"{file.path.name} looks like a HunyuanImage-2.1 refiner VAE ({layout} layout) but its tensors do not form "
-        f"one ({detail}); the file is incomplete or damaged. Re-download it."
-    )
+    return RefinerVAECheckpointError(f"{file.path.name} is not {WHAT}: it appears to be {what}. {EXPECTED}.")
 
 
 def _what_else(file: TensorFile, keys: list[str]) -> str:
     """Name a file without the refiner's anchor: the stage-1 VAE, another 2-D VAE, or whatever ``identify`` says."""
-    prefix = _prefix(keys, _STAGE1_ANCHOR)
+    prefix = prefix_before(keys, _STAGE1_ANCHOR)
     if prefix is None:
         return describe_checkpoint(keys, file.shape)
     try:
@@ -158,8 +128,7 @@ def _what_else(file: TensorFile, keys: list[str]) -> str:
         c = stage1.config
         what = f"{c.latent_channels} latent channels, {c.spatial_compression}x"
         return f"the HunyuanImage-2.1 stage-1 VAE ({what}); {STAGE1_FIX}"
-    names = {k[len(prefix) :] for k in keys if k.startswith(prefix)}
-    foreign = _foreign_2d_vae(names, file.shape, prefix)
+    foreign = describe_foreign_vae(names_under(keys, prefix), file.shape, prefix)
     if foreign:
         return foreign
     latent = file.shape(prefix + "decoder.conv_in.weight")[1]
@@ -168,12 +137,13 @@ def _what_else(file: TensorFile, keys: list[str]) -> str:
     return f"a 2-D VAE of another model ({latent} latent channels)"
 
 
-def _resolve(file: TensorFile) -> _View:
+def _resolve(file: TensorFile) -> tuple[NamedView, str, bool]:
+    """(view under our names, layout, ComfyUI shortcut spelling?) of a refiner VAE file; refuse anything else."""
     keys = file.keys()
-    prefix = _prefix(keys, _ANCHOR)
+    prefix = prefix_before(keys, _ANCHOR)
     if prefix is None:
         raise _not_ours(file, _what_else(file, keys))
-    names = {k[len(prefix) :] for k in keys if k.startswith(prefix)}
+    names = names_under(keys, prefix)
     anchor = file.shape(prefix + "decoder.conv_in.conv.weight")
     latent = anchor[1] if len(anchor) == 5 else None
     if latent is None:
@@ -189,12 +159,16 @@ def _resolve(file: TensorFile) -> _View:
     elif "encoder.down_blocks.0.resnets.0.conv1.conv.weight" in names:
         layout = DIFFUSERS
     else:
-        raise _damaged(file, "unknown", "no first encoder ResnetBlock under official or diffusers names")
+        raise damaged(
+            RefinerVAECheckpointError, file_name=file.path.name, what=f"{WHAT} (unknown layout)",
+            detail="no first encoder ResnetBlock under official or diffusers names", fix=FORMAT.fix,
+        )  # fmt: skip
     wrapped = layout == ORIGINAL and any(".nin_shortcut.conv." in n for n in names)
-    return _View(file, layout, prefix, wrapped)
+    rename = diffusers_name if layout == DIFFUSERS else comfy_name if wrapped else str
+    return NamedView(file, prefix, rename), layout, wrapped
 
 
-def _count(view: _View, pattern: str) -> int:
+def _count(view: NamedView, pattern: str) -> int:
     """How many consecutive indices ``i`` from 0 have ``pattern.format(i)`` in the file."""
     n = 0
     while view.has(pattern.format(n)):
@@ -202,7 +176,7 @@ def _count(view: _View, pattern: str) -> int:
     return n
 
 
-def _detect_config(view: _View) -> RefinerVAEConfig:
+def _detect_config(view: NamedView) -> RefinerVAEConfig:
     """Levels, widths, blocks and resampling from the encoder's shapes; the rest from the stem and head convs."""
     levels = _count(view, "encoder.down.{}.block.0.conv1.conv.weight")
     layers = _count(view, "encoder.down.0.block.{}.conv1.conv.weight")
@@ -231,78 +205,14 @@ def _detect_config(view: _View) -> RefinerVAEConfig:
     )
 
 
-def _check_complete(view: _View, config: RefinerVAEConfig) -> None:
-    missing, wrong = [], []
-    for name, shape in expected_shapes(config).items():
-        if not view.has(name):
-            missing.append(view.key(name))
-        elif view.shape(name) != shape:
-            wrong.append(f"{view.key(name)}: file {view.shape(name)}, expected {shape}")
-    if missing or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
-        if wrong:
-            detail.append(f"{len(wrong)} with unexpected shapes (e.g. {wrong[0]})")
-        raise RefinerVAECheckpointError(
-            f"{view.file.path.name} is an incomplete or inconsistent HunyuanImage-2.1 refiner VAE ({view.layout} "
-            f"layout): {'; '.join(detail)}. Re-download the file."
-        )
+def _inspect(file: TensorFile) -> tuple[RefinerVAECheckpointInfo, NamedView]:
+    view, layout, wrapped = _resolve(file)
+    config, view, dtype = FORMAT.checked(file, layout, lambda: _detect_config(view), lambda _: view, expected_shapes)
+    return RefinerVAECheckpointInfo(file.path, layout, view.prefix, config, dtype, wrapped), view
 
 
-def _open(path: str | Path) -> TensorFile:
-    path = Path(path)
-    if path.is_dir():
-        found = next((path / n for n in FOLDER_FILES if (path / n).is_file()), None)
-        if found is None:
-            raise RefinerVAECheckpointError(f"no VAE weights in folder {path} (looked for {', '.join(FOLDER_FILES)})")
-        path = found
-    try:
-        return TensorFile(path)
-    except CheckpointFileError as exc:
-        hint = ""
-        if path.suffix.lower() in PICKLE_SUFFIXES and "truncated" not in str(exc):
-            hint = " It appears to be truncated or damaged (an interrupted download?); download it again."
-        raise RefinerVAECheckpointError(
-            f"cannot read {path.name} as a HunyuanImage-2.1 refiner VAE: {exc}.{hint}"
-        ) from None
-
-
-def _inspect(file: TensorFile) -> tuple[RefinerVAECheckpointInfo, _View]:
-    view = _resolve(file)
-    try:
-        config = _detect_config(view)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise _damaged(file, view.layout, str(exc)) from None
-    _check_complete(view, config)
-    dtype = view.file.dtype(view.key("decoder.conv_in.conv.weight"))
-    info = RefinerVAECheckpointInfo(file.path, view.layout, view.prefix, config, dtype, view.wrapped_shortcuts)
-    return info, view
-
-
-def inspect_refiner_vae(path: str | Path) -> RefinerVAECheckpointInfo:
-    """Identify a refiner VAE file (or diffusers ``vae`` folder) from keys and shapes; raise if it is not one."""
-    return _inspect(_open(path))[0]
-
-
-def load_refiner_vae(
-    path: str | Path,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str = "cpu",
-    operations: SimpleNamespace = nn,
-) -> RefinerVAE:
-    """Load any supported refiner VAE file. ``dtype=None`` keeps the file's dtype (fp32 official, fp16 Comfy-Org)."""
-    file = _open(path)
-    info, view = _inspect(file)
-    compute = dtype or info.weight_dtype
-    with torch.device("meta"):
-        model = RefinerVAE(info.config, dtype=compute, operations=operations)
-    for name in list(model.state_dict()):
-        module_name, _, leaf = name.rpartition(".")
-        tensor = view.get(name).to(device=device, dtype=compute)
-        setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor, requires_grad=False))
-    left = [n for n, p in model.named_parameters() if p.is_meta]
-    if left:
-        raise RefinerVAECheckpointError(f"{file.path.name}: parameters left unfilled after loading: {left[:5]}")
-    log.info("loaded %s: %s", file.path.name, info.describe())
-    return model.eval()
+# The public pair, written once for both VAEs (``checkpoints.vae_layouts.VAELoader``):
+# inspect(path) -> info; load(path, dtype=None, device="cpu", operations=nn) -> model.
+LOADER: VAELoader[RefinerVAECheckpointInfo, RefinerVAE] = VAELoader(FORMAT, _inspect, RefinerVAE)
+inspect_refiner_vae = LOADER.inspect
+load_refiner_vae = LOADER.load

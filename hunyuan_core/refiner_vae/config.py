@@ -1,18 +1,16 @@
-"""Shape of HunyuanImage-2.1's refiner VAE (model.md §2.2): the released preset and tiny test configs alike."""
+"""Shape of HunyuanImage-2.1's refiner VAE (16x in space, 4x in time, 32 latent channels, causal 3-D): the
+released preset and tiny test configs alike."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-REFINER_LATENT_CHANNELS = 32
-
-
-def _is_power_of_two(n: int) -> bool:
-    return n >= 1 and not n & (n - 1)
+from ..vae_common import VAEShape, is_power_of_two
+from ..variants import REFINER_LATENT
 
 
 @dataclass(frozen=True)
-class RefinerVAEConfig:
+class RefinerVAEConfig(VAEShape):
     """Everything that decides the refiner VAE's tensors. Detected from a checkpoint's shapes, except the scale.
 
     ``scaling_factor`` (1.03682) is carried for the refiner's sampling code, which multiplies raw latents by it on
@@ -26,33 +24,36 @@ class RefinerVAEConfig:
 
     in_channels: int = 3
     out_channels: int = 3
-    latent_channels: int = REFINER_LATENT_CHANNELS
+    latent_channels: int = REFINER_LATENT.channels
     block_out_channels: tuple[int, ...] = (128, 256, 512, 1024, 1024)
     layers_per_block: int = 2
-    spatial_compression: int = 16
+    spatial_compression: int = REFINER_LATENT.compression
     temporal_compression: int = 4
-    scaling_factor: float = 1.03682
+    scaling_factor: float = REFINER_LATENT.scale
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
-        problem = self._problem()
-        if problem:
-            raise ValueError(f"invalid refiner VAE config: {problem}")
+    NAME = "refiner VAE"
 
-    def _problem(self) -> str | None:
-        chans = self.block_out_channels
-        if not _is_power_of_two(self.spatial_compression):
-            return f"spatial_compression {self.spatial_compression} is not a power of two"
-        if not _is_power_of_two(self.temporal_compression) or self.temporal_compression > self.spatial_compression:
+    def problem(self) -> str | None:
+        return (
+            self.compression_problem()
+            or self._temporal_problem()
+            or self.depth_problem()
+            or self._positive_problem()
+            or self.deepest_problem()
+            or self._resample_problem()
+        )
+
+    def _temporal_problem(self) -> str | None:
+        if not is_power_of_two(self.temporal_compression) or self.temporal_compression > self.spatial_compression:
             return f"temporal_compression {self.temporal_compression} is not a power of two up to the spatial one"
-        if self.num_resamples > len(chans) - 1:
-            return f"{self.num_resamples} resampling steps need at least {self.num_resamples + 1} levels, got {chans}"
-        if self.layers_per_block < 1:
-            return f"layers_per_block must be at least 1, got {self.layers_per_block}"
-        if min(chans) < 1 or min(self.in_channels, self.out_channels, self.latent_channels) < 1:
+        return None
+
+    def _positive_problem(self) -> str | None:
+        if min(self.block_out_channels) < 1 or min(self.in_channels, self.out_channels, self.latent_channels) < 1:
             return "every channel count must be positive"
-        if chans[-1] % (2 * self.latent_channels):
-            return f"the deepest width {chans[-1]} must divide by 2 x latent_channels ({2 * self.latent_channels})"
+        return None
+
+    def _resample_problem(self) -> str | None:
         for c_in, c_out, temporal in self.downsamplers:
             fold = 8 if temporal else 4
             if c_out % fold or (4 * c_in) % c_out:
@@ -61,11 +62,6 @@ class RefinerVAEConfig:
             if (4 * c_out) % c_in or (temporal and c_in % 4):
                 return f"upsampling {c_in} -> {c_out} channels ({'temporal' if temporal else 'spatial'}) is invalid"
         return None
-
-    @property
-    def num_resamples(self) -> int:
-        """Down- (encoder) or up-sampling (decoder) steps of 2x in space: 4 for the 16x VAE."""
-        return self.spatial_compression.bit_length() - 1
 
     @property
     def num_temporal(self) -> int:
@@ -86,22 +82,9 @@ class RefinerVAEConfig:
         return [(chans[i], chans[i + 1], i < self.num_temporal) for i in range(self.num_resamples)]
 
     @property
-    def decoder_channels(self) -> tuple[int, ...]:
-        """The decoder runs through the widths in reverse, deepest first."""
-        return tuple(reversed(self.block_out_channels))
-
-    @property
-    def encoder_out_group(self) -> int:
-        """Channels averaged into each of the encoder's ``2 x latent`` output shortcut channels (16 at full size)."""
-        return self.block_out_channels[-1] // (2 * self.latent_channels)
-
-    @property
     def decoder_in_repeat(self) -> int:
         """How often the decoder's input shortcut repeats each latent channel (32 at full size)."""
         return self.block_out_channels[-1] // self.latent_channels
 
-    def with_(self, **changes) -> RefinerVAEConfig:
-        return replace(self, **changes)
 
-
-REFINER = RefinerVAEConfig()
+REFINER_VAE = RefinerVAEConfig()

@@ -2,19 +2,16 @@
 
 Latents are raw refiner-VAE space, ``[B, 32, 1, H/16, W/16]`` float32: the refiner's sampling code packs two of
 them into its 64-channel input and applies the 1.03682 scaling factor, never this module. IMAGEs are
-``[B, H, W, 3]`` float32 in 0..1. Precision handling is the stage-1 VAE's (``hunyuan_core.vae.images``).
+``[B, H, W, 3]`` float32 in 0..1. Precision handling and slicing are shared with the stage-1 VAE
+(``hunyuan_core.vae_common``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..vae.images import _slices, from_image, to_image, working_precision
+from ..vae_common import from_image, run_sliced, to_image
 from .model import RefinerVAE
-
-
-def _weights(vae: RefinerVAE) -> torch.Tensor:
-    return next(vae.parameters())
 
 
 def encode_image(
@@ -33,8 +30,6 @@ def encode_image(
     None), drawn in float32 for the whole batch at once so ``batch_size`` never changes the result. A side
     that is not a multiple of 16 raises ``ValueError`` naming the nearest valid sizes.
     """
-    weights = _weights(vae)
-    out_device = torch.device(output_device) if output_device is not None else images.device
     pixels = from_image(images, vae.config.spatial_compression)
     noise = None
     if sample:
@@ -42,18 +37,16 @@ def encode_image(
         shape = (pixels.shape[0], vae.config.latent_channels, 1, pixels.shape[2] // factor, pixels.shape[3] // factor)
         noise_device = generator.device if generator is not None else torch.device("cpu")
         noise = torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32)
-    latents = []
-    done = 0
-    with torch.no_grad(), working_precision(vae, precision) as input_dtype:
-        for part in _slices(pixels, batch_size):
-            posterior = vae.encode(part.to(weights.device, input_dtype))
-            latent = posterior.mean.float()
-            if noise is not None:
-                eps = noise[done : done + part.shape[0]].to(latent.device)
-                latent = latent + torch.exp(0.5 * posterior.logvar.float()) * eps
-            done += part.shape[0]
-            latents.append(latent.to(out_device))
-    return torch.cat(latents)
+
+    def step(part: torch.Tensor, offset: int) -> torch.Tensor:
+        posterior = vae.encode(part)
+        latent = posterior.mean.float()
+        if noise is not None:
+            eps = noise[offset : offset + part.shape[0]].to(latent.device)
+            latent = latent + torch.exp(0.5 * posterior.logvar.float()) * eps
+        return latent
+
+    return run_sliced(vae, pixels, step, precision, batch_size, output_device)
 
 
 def decode_image(
@@ -68,11 +61,8 @@ def decode_image(
     ``batch_size`` decodes that many images at a time (same result, less memory); ``output_device`` defaults to
     the latents' device, and each slice moves there as soon as it is done.
     """
-    weights = _weights(vae)
-    out_device = torch.device(output_device) if output_device is not None else latents.device
-    images = []
-    with torch.no_grad(), working_precision(vae, precision) as input_dtype:
-        for part in _slices(latents, batch_size):
-            decoded = vae.decode(part.to(weights.device, input_dtype))
-            images.append(to_image(decoded.squeeze(2)).to(out_device))
-    return torch.cat(images)
+
+    def step(part: torch.Tensor, _offset: int) -> torch.Tensor:
+        return to_image(vae.decode(part).squeeze(2))
+
+    return run_sliced(vae, latents, step, precision, batch_size, output_device)

@@ -1,4 +1,4 @@
-"""The refiner VAE (``AutoencoderKLConv3D`` in the official code, model.md §2.2), for single images.
+"""The refiner VAE (``AutoencoderKLConv3D`` in the official code), for single images.
 
 It is a causal 3-D video VAE (16x in space, 4x in time, 32 latent channels, RMS norms, DC-AE style resampling
 with parameter-free shortcuts). The refiner only ever encodes and decodes one frame, and with one frame every
@@ -20,23 +20,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..vae.model import (
+from ..vae_common import (
+    HALF_DTYPES,
+    DecoderWalk,
     DiagonalGaussian,
-    Level,
-    _add,
-    _add_repeated,
-    _group_mean,
-    _silu,
+    EncoderWalk,
+    MidBlock,
+    ResidualBlock,
+    add,
+    add_repeated,
+    build_levels,
     channels_to_space,
+    group_mean,
     size_problem,
     space_to_channels,
 )
-from .config import REFINER, RefinerVAEConfig
+from ..variants import STAGE1_LATENT
+from .config import REFINER_VAE, RefinerVAEConfig
 
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 DIRECT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 NORMALIZE_EPS = 1e-12  # F.normalize's default, which the official RMS norm uses
-STAGE1_LATENT_CHANNELS = 64
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -147,7 +150,7 @@ class RMSNorm(nn.Module):
         return y.mul_(gamma) if torch.result_type(y, gamma) == y.dtype else y * gamma
 
 
-class ResnetBlock(nn.Module):
+class ResnetBlock(ResidualBlock):
     """RMS-SiLU-causal conv twice, plus the input (through a 1x1x1 ``nin_shortcut`` when the width changes)."""
 
     def __init__(self, c_in: int, c_out: int, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
@@ -160,13 +163,8 @@ class ResnetBlock(nn.Module):
         if c_in != c_out:
             self.nin_shortcut = operations.Conv3d(c_in, c_out, kernel_size=1, dtype=dtype, device=device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One name for every intermediate, so each dies as soon as the next exists (see the stage-1 VAE).
-        h = _silu(self.norm1(x))
-        h = self.conv1(h)
-        h = _silu(self.norm2(h))
-        h = self.conv2(h)
-        return _add(h, x if self.nin_shortcut is None else pointwise(self.nin_shortcut, x))
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.nin_shortcut is None else pointwise(self.nin_shortcut, x)
 
 
 class AttnBlock(nn.Module):
@@ -190,7 +188,7 @@ class AttnBlock(nn.Module):
         del h
         h = F.scaled_dot_product_attention(q, k, v)  # [B, 1, H*W, C]
         h = h.squeeze(1).transpose(1, 2).reshape(b, c, height, width)
-        return _add(pointwise(self.proj_out, h), x)
+        return add(pointwise(self.proj_out, h), x)
 
 
 class Downsample(nn.Module):
@@ -211,10 +209,10 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = space_to_channels(self.conv(x))
-        shortcut = _group_mean(space_to_channels(x), self.group)
+        shortcut = group_mean(space_to_channels(x), self.group)
         if self.temporal:
             return (shortcut.unflatten(1, (2, h.shape[1])) + h.unsqueeze(1)).flatten(1, 2)
-        return _add(h, shortcut)
+        return add(h, shortcut)
 
 
 class Upsample(nn.Module):
@@ -236,20 +234,7 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels are (dy, dx, frame, c) for the temporal kind: keeping frame 0 of each 2x2 offset.
         h = self.conv(x, halve_groups=4 if self.temporal else 0)
-        return channels_to_space(_add_repeated(h, x))
-
-
-class MidBlock(nn.Module):
-    """ResnetBlock, AttnBlock, ResnetBlock at the deepest width (the only global mixing in the VAE)."""
-
-    def __init__(self, channels: int, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
-        super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dtype, device, operations)
-        self.attn_1 = AttnBlock(channels, dtype, device, operations)
-        self.block_2 = ResnetBlock(channels, channels, dtype, device, operations)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(x)))
+        return channels_to_space(add_repeated(h, x))
 
 
 def single_frame(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -264,42 +249,28 @@ def single_frame(x: torch.Tensor, what: str) -> torch.Tensor:
     return x.squeeze(2)
 
 
-class Encoder(nn.Module):
+class Encoder(EncoderWalk):
     """Image ``[B, 3, 1, H, W]`` in [-1, 1] -> moments ``[B, 2*latent, 1, H/16, W/16]`` (mean, then log-variance)."""
 
     def __init__(self, cfg: RefinerVAEConfig, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
         super().__init__()
         chans = cfg.block_out_channels
         self.conv_in = CausalConv3d(cfg.in_channels, chans[0], dtype, device, operations)
-        self.down = nn.ModuleList()
-        width = chans[0]
-        downsamplers = cfg.downsamplers
-        for i, target in enumerate(chans):
-            blocks = []
-            for _ in range(cfg.layers_per_block):
-                blocks.append(ResnetBlock(width, target, dtype, device, operations))
-                width = target
-            downsample = None
-            if i < len(downsamplers):
-                _, width, temporal = downsamplers[i]
-                downsample = Downsample(target, width, temporal, dtype, device, operations)
-            self.down.append(Level(blocks, downsample, "downsample"))
-        self.mid = MidBlock(width, dtype, device, operations)
+        self.down, width = build_levels(
+            chans[0], chans, cfg.layers_per_block,
+            lambda c_in, c_out: ResnetBlock(c_in, c_out, dtype, device, operations),
+            cfg.downsamplers, lambda *spec: Downsample(*spec, dtype, device, operations), "downsample",
+        )  # fmt: skip
+        self.mid = MidBlock(width, ResnetBlock, AttnBlock, dtype, device, operations)
         self.norm_out = RMSNorm(width, dtype, device)
         self.conv_out = CausalConv3d(width, 2 * cfg.latent_channels, dtype, device, operations)
         self.out_group = cfg.encoder_out_group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(single_frame(x, "the encoder input"))
-        for level in self.down:
-            for step in level.steps():
-                h = step(h)
-        h = self.mid(h)
-        shortcut = _group_mean(h, self.out_group)
-        return _add(self.conv_out(_silu(self.norm_out(h))), shortcut).unsqueeze(2)
+        return super().forward(single_frame(x, "the encoder input")).unsqueeze(2)
 
 
-class Decoder(nn.Module):
+class Decoder(DecoderWalk):
     """Latent ``[B, latent, 1, h, w]`` -> image ``[B, 3, 1, 16h, 16w]`` in about [-1, 1] (not clamped)."""
 
     def __init__(self, cfg: RefinerVAEConfig, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
@@ -307,35 +278,21 @@ class Decoder(nn.Module):
         chans = cfg.decoder_channels
         width = chans[0]
         self.conv_in = CausalConv3d(cfg.latent_channels, width, dtype, device, operations)
-        self.mid = MidBlock(width, dtype, device, operations)
-        self.up = nn.ModuleList()
-        upsamplers = cfg.upsamplers
-        for i, target in enumerate(chans):
-            blocks = []
-            for _ in range(cfg.layers_per_block + 1):
-                blocks.append(ResnetBlock(width, target, dtype, device, operations))
-                width = target
-            upsample = None
-            if i < len(upsamplers):
-                _, width, temporal = upsamplers[i]
-                upsample = Upsample(target, width, temporal, dtype, device, operations)
-            self.up.append(Level(blocks, upsample, "upsample"))
+        self.mid = MidBlock(width, ResnetBlock, AttnBlock, dtype, device, operations)
+        self.up, width = build_levels(
+            width, chans, cfg.layers_per_block + 1,
+            lambda c_in, c_out: ResnetBlock(c_in, c_out, dtype, device, operations),
+            cfg.upsamplers, lambda *spec: Upsample(*spec, dtype, device, operations), "upsample",
+        )  # fmt: skip
         self.norm_out = RMSNorm(width, dtype, device)
         self.conv_out = CausalConv3d(width, cfg.out_channels, dtype, device, operations)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = single_frame(z, "the latent")
-        h = self.mid(_add_repeated(self.conv_in(z), z))
-        del z
-        for level in self.up:
-            for step in level.steps():
-                h = step(h)
-        h = _silu(self.norm_out(h))
-        return self.conv_out(h).unsqueeze(2)
+        return super().forward(single_frame(z, "the latent")).unsqueeze(2)
 
 
 def _latent_hint(channels: int, expected: int) -> str:
-    if channels == STAGE1_LATENT_CHANNELS:
+    if channels == STAGE1_LATENT.channels:
         return (
             f" ({channels} channels: a stage-1 HunyuanImage-2.1 latent, which the stage-1 VAE decodes, or a packed "
             f"refiner latent of two {expected}-channel frames, whose second frame is the one to decode)"
@@ -354,7 +311,7 @@ class RefinerVAE(nn.Module):
     """
 
     def __init__(
-        self, config: RefinerVAEConfig = REFINER, dtype=None, device=None, operations: SimpleNamespace = nn
+        self, config: RefinerVAEConfig = REFINER_VAE, dtype=None, device=None, operations: SimpleNamespace = nn
     ) -> None:
         super().__init__()
         self.config = config
@@ -367,7 +324,7 @@ class RefinerVAE(nn.Module):
             raise ValueError(f"encode expects [B, {channels}, H, W] or [B, {channels}, 1, H, W], got {tuple(x.shape)}")
         if x.ndim == 4:
             x = x.unsqueeze(2)
-        problem = size_problem(x.shape[3], x.shape[4], self.config.spatial_compression)
+        problem = size_problem(x.shape[4], x.shape[3], self.config.spatial_compression)
         if problem:
             raise ValueError(problem)
         return DiagonalGaussian.from_moments(self.encoder(x))

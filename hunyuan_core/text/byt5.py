@@ -14,8 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..identify import describe_checkpoint
-from ..tensor_files import CheckpointFileError, TensorFile
+from ..checkpoints.complete import redownload, require_complete
+from ..checkpoints.files import TensorFile, open_checkpoint
+from ..checkpoints.identify import describe_checkpoint
+from ..checkpoints.meta import fill_parameters, on_meta, parameter_shapes
+from ..variants import GLYPH_FILE
 from .prompt import GLYPH_MAX_TOKENS
 from .qwen import EncodedText, TextEncoderError
 
@@ -27,6 +30,8 @@ GLYPH_VOCAB = 1510
 STACK_PREFIXES = ("module.text_tower.encoder.", "text_tower.encoder.")
 COLOR_LIST = "color_idx.json"
 FONT_LIST = "multilingual_10-lang_idx.json"
+OFFICIAL_NAME = Path(GLYPH_FILE.official).name  # Glyph-SDXL-v2's byt5_model.pt
+FIX = redownload([GLYPH_FILE.name, OFFICIAL_NAME], GLYPH_FILE.folder)
 
 
 def _stack_names(file: TensorFile) -> dict[str, str]:
@@ -44,7 +49,7 @@ def _stack_names(file: TensorFile) -> dict[str, str]:
         found = describe_checkpoint(keys, file.shape)
         raise TextEncoderError(
             f"{file.path.name} is not a ByT5 glyph encoder: it appears to be {found}. Expected "
-            "byt5_small_glyphxl_fp16.safetensors or Glyph-SDXL-v2's byt5_model.pt in models/text_encoders."
+            f"{GLYPH_FILE.name} or Glyph-SDXL-v2's {OFFICIAL_NAME} in models/{GLYPH_FILE.folder}."
         )
     return {("shared.weight" if k == "embed_tokens.weight" else f"encoder.{k}"): v for k, v in inner.items()}
 
@@ -121,33 +126,28 @@ def load_glyph_encoder(
     tokenizer_dirs: list[str | Path] = (),
     expected_width: int | None = GLYPH_WIDTH,
 ) -> GlyphEncoder:
-    """Load ComfyUI's ``byt5_small_glyphxl_fp16.safetensors`` or Glyph-SDXL-v2's ``byt5_model.pt`` (fp32)."""
+    """Load Comfy-Org's ``byt5_small_glyphxl_fp16.safetensors`` or Glyph-SDXL-v2's ``byt5_model.pt``, in fp32."""
     from transformers import T5EncoderModel
 
     path = Path(path)
-    try:
-        file = TensorFile(path)
-    except CheckpointFileError as exc:
-        raise TextEncoderError(f"cannot read the ByT5 glyph encoder: {exc}") from None
+    file = open_checkpoint(path, "the ByT5 glyph encoder", TextEncoderError)
     names = _stack_names(file)
     config = _t5_config(file, names)
     if expected_width is not None and config.d_model != expected_width:
         raise TextEncoderError(
             f"{path.name} is a T5 encoder of width {config.d_model}, but HunyuanImage-2.1 needs the Glyph-SDXL-v2 "
-            f"ByT5 encoder of width {expected_width} (byt5_small_glyphxl_fp16.safetensors)"
+            f"ByT5 encoder of width {expected_width} ({GLYPH_FILE.name})"
         )
-    with torch.device("meta"):
-        model = T5EncoderModel(config)
-    for name, param in list(model.named_parameters()):
-        if name not in names:
-            raise TextEncoderError(f"{path.name} lacks {name}; the file is incomplete")
-        tensor = file.get(names[name])
-        if tuple(tensor.shape) != tuple(param.shape):
-            raise TextEncoderError(
-                f"{path.name}: {name} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}"
-            )
-        module_name, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor.to(device, torch.float32), False))
+    model = on_meta(lambda: T5EncoderModel(config))
+    expected = parameter_shapes(model)  # the embedding once: encoder.embed_tokens is shared.weight
+    require_complete(
+        expected, names.__contains__, lambda name: file.shape(names[name]), error=TextEncoderError,
+        file_name=path.name, what="ByT5 glyph encoder", fix=FIX,
+    )  # fmt: skip
+    fill_parameters(
+        model, expected, lambda name: file.get(names[name]), dtype=torch.float32, device=device,
+        error=TextEncoderError, file_name=path.name,
+    )  # fmt: skip
     model.encoder.embed_tokens = model.shared
     folder = path.parent
     tokenizer = load_glyph_tokenizer([folder, *map(Path, tokenizer_dirs)], config.vocab_size)

@@ -17,9 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..fp8 import FP8_DTYPES, Fp8Linear
-from ..identify import describe_checkpoint
-from ..tensor_files import CheckpointFileError, TensorFile
+from ..checkpoints.complete import redownload, require_complete
+from ..checkpoints.errors import CheckpointError
+from ..checkpoints.files import TensorFile, open_checkpoint
+from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
+from ..checkpoints.identify import describe_checkpoint
+from ..checkpoints.meta import fill_parameters, on_meta, parameter_shapes
+from ..variants import QWEN_FILE, QWEN_FP8_FILE
 from .prompt import STAGE1_TEMPLATE, PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -29,9 +33,12 @@ QWEN_HEAD_DIM = 128
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 # Prefixes under which checkpoints store the language model (HF release, newer transformers saves, ComfyUI).
 LM_PREFIXES = ("model.language_model.", "language_model.model.", "model.", "")
+WHAT = "the Qwen2.5-VL text encoder"
+OFFICIAL_FOLDER = QWEN_FILE.official.rstrip("/")  # Qwen2.5-VL-7B-Instruct, as Hugging Face ships it
+FIX = redownload([QWEN_FILE.name, QWEN_FP8_FILE.name], QWEN_FILE.folder)
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(CheckpointError):
     """A text-encoder file, folder or tokenizer that cannot serve as HunyuanImage-2.1's prompt encoder."""
 
 
@@ -52,10 +59,7 @@ def _weight_files(path: Path) -> list[Path]:
 
 
 def _open_all(files: list[Path]) -> list[TensorFile]:
-    try:
-        return [TensorFile(f) for f in files]
-    except CheckpointFileError as exc:
-        raise TextEncoderError(f"cannot read the Qwen2.5-VL text encoder: {exc}") from None
+    return [open_checkpoint(f, WHAT, TextEncoderError) for f in files]
 
 
 class _Tensors:
@@ -69,13 +73,16 @@ class _Tensors:
             found = describe_checkpoint(keys, lambda k: next(f.shape(k) for f in files if k in f))
             raise TextEncoderError(
                 f"{files[0].path.name} is not a Qwen2.5-VL text encoder: it appears to be {found}. Expected "
-                "qwen_2.5_vl_7b*.safetensors or a Qwen2.5-VL-7B-Instruct folder in models/text_encoders."
+                f"{QWEN_FILE.name} (or {QWEN_FP8_FILE.name}) or a {OFFICIAL_FOLDER} folder in "
+                f"models/{QWEN_FILE.folder}."
             )
         for f in files:
             for key in f:
                 if key.startswith(prefix) and not key.startswith(("visual.", "model.visual.", "lm_head.")):
                     self.where[key[len(prefix) :]] = (f, key)
         self.prefix = prefix
+        # How messages name the encoder: its file, or the folder of its shards.
+        self.file_name = files[0].path.name if len(files) == 1 else files[0].path.parent.name
         if not any(re.match(r"layers\.\d+\.self_attn\.q_proj\.weight$", k) for k in self.where):
             raise TextEncoderError(f"{files[0].path.name} has token embeddings but no decoder layers")
 
@@ -93,6 +100,14 @@ class _Tensors:
     def get(self, name: str) -> torch.Tensor:
         f, key = self.where[name]
         return f.get(key)
+
+    def read(self, name: str) -> torch.Tensor | Fp8Weight:
+        """One parameter; an fp8 tensor comes with its scale (1 when the file has none: a plain cast)."""
+        tensor = self.get(name)
+        if tensor.dtype not in FP8_DTYPES:
+            return tensor
+        scale = self.scale_for(name)
+        return Fp8Weight(tensor, torch.ones(()) if scale is None else scale)
 
     def scale_for(self, name: str) -> torch.Tensor | None:
         """ComfyUI's scaled-fp8 files keep a per-tensor ``scale_weight`` beside each fp8 weight."""
@@ -226,10 +241,16 @@ def load_qwen_encoder(
     first_weight = "layers.0.self_attn.q_proj.weight"
     file_dtype = tensors.dtype(first_weight)
     compute = dtype or (torch.bfloat16 if file_dtype in FP8_DTYPES else file_dtype)
-    with torch.device("meta"):
-        model = Qwen2_5_VLTextModel(config)
+    model = on_meta(lambda: Qwen2_5_VLTextModel(config))
     model.norm = nn.Identity()  # hidden_states[-3] is taken before the final norm
-    _fill(model, tensors, compute, device)
+    expected = parameter_shapes(model)
+    file_name = tensors.file_name
+    require_complete(
+        expected, tensors.__contains__, tensors.shape, error=TextEncoderError, file_name=file_name,
+        what="Qwen2.5-VL text encoder", fix=FIX,
+    )  # fmt: skip
+    fill_parameters(model, expected, tensors.read, dtype=compute, device=device, error=TextEncoderError,
+                    file_name=file_name)  # fmt: skip
     _rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)
@@ -252,29 +273,3 @@ def _rebuild_rotary(model: nn.Module, config, device) -> None:
     left = [n for n, b in model.named_buffers() if b.is_meta]
     if left:
         raise TextEncoderError(f"internal: buffers left on the meta device after loading: {left[:3]}")
-
-
-def _fill(model: nn.Module, tensors: _Tensors, compute: torch.dtype, device) -> None:
-    """Assign every parameter from the files; fp8 linears stay fp8 with their scales."""
-    for name, _ in list(model.named_parameters()):
-        if name not in tensors:
-            raise TextEncoderError(f"the text encoder file lacks {name}; the file is incomplete")
-        module_name, _, leaf = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        if isinstance(module, Fp8Linear):
-            continue
-        tensor = tensors.get(name)
-        if tensor.dtype in FP8_DTYPES and isinstance(module, nn.Linear) and leaf == "weight":
-            scale = tensors.scale_for(name)
-            bias = tensors.get(f"{module_name}.bias").to(device, compute) if module.bias is not None else None
-            scale = torch.ones(()) if scale is None else scale
-            parent, _, child = module_name.rpartition(".")
-            setattr(model.get_submodule(parent), child, Fp8Linear(tensor.to(device), scale.to(device), bias, compute))
-            continue
-        if tensor.dtype in FP8_DTYPES:
-            scale = tensors.scale_for(name)
-            tensor = tensor.float() * (1.0 if scale is None else scale)
-        expected = module.get_parameter(leaf).shape
-        if tuple(tensor.shape) != tuple(expected):
-            raise TextEncoderError(f"{name} has shape {tuple(tensor.shape)} in the file, expected {tuple(expected)}")
-        setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=compute), requires_grad=False))

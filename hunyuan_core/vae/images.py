@@ -7,20 +7,16 @@ pass freely between this pack and ComfyUI's nodes. The 0.75289 scaling factor is
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from .model import HunyuanImageVAE, size_problem
+from ..vae_common import from_image, run_sliced, to_image
+from .model import HunyuanImageVAE
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -41,66 +37,7 @@ class Tiling:
             raise ValueError(f"invalid tiling: tile {self.tile}, overlap {self.overlap} (need 0 <= overlap < tile)")
 
 
-def resolve_precision(precision: str | torch.dtype | None) -> torch.dtype | None:
-    """``"fp32" | "bf16" | "fp16"`` (or a dtype, or None for the weights' own) to a dtype."""
-    if precision is None or isinstance(precision, torch.dtype):
-        return precision
-    try:
-        return PRECISIONS[precision]
-    except KeyError:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}") from None
-
-
-def _weights(vae: HunyuanImageVAE) -> torch.Tensor:
-    return next(vae.parameters())
-
-
-@contextlib.contextmanager
-def working_precision(vae: HunyuanImageVAE, precision: str | torch.dtype | None) -> Iterator[torch.dtype]:
-    """Run the VAE at ``precision``; yields the dtype its inputs must have.
-
-    Same dtype as the weights (or None): plain. A half precision over wider weights: autocast, which is how the
-    official pipeline decodes (fp32 weights, fp16 autocast: convolutions in fp16, GroupNorm and the residual
-    stream in fp32). fp32 over half weights cannot be honoured without a second copy of the weights, so it is
-    refused with the fix.
-    """
-    wanted = resolve_precision(precision)
-    weights = _weights(vae)
-    if wanted is None or wanted == weights.dtype:
-        yield weights.dtype
-        return
-    if wanted in HALF_DTYPES:
-        with torch.autocast(weights.device.type, dtype=wanted):
-            yield weights.dtype
-        return
-    raise ValueError(
-        f"cannot run the VAE in {wanted} with {weights.dtype} weights; load it with dtype {wanted} instead"
-    )
-
-
-def _slices(batch: torch.Tensor, batch_size: int | None) -> Iterator[torch.Tensor]:
-    """The batch in slices of ``batch_size`` (None: all at once). Slicing never changes a result."""
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    yield from batch.split(batch_size or max(batch.shape[0], 1))
-
-
-def to_image(decoded: torch.Tensor) -> torch.Tensor:
-    """Decoder output ``[B, 3, H, W]`` around [-1, 1] -> IMAGE ``[B, H, W, 3]`` float32 in 0..1."""
-    return decoded.float().div(2).add_(0.5).clamp_(0, 1).movedim(1, -1)
-
-
-def from_image(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """IMAGE ``[B, H, W, C>=3]`` in 0..1 -> ``[B, 3, H, W]`` in [-1, 1]; extra channels (alpha) are dropped."""
-    if images.ndim != 4 or images.shape[-1] < 3:
-        raise ValueError(f"expected an IMAGE [B, H, W, 3], got shape {tuple(images.shape)}")
-    problem = size_problem(images.shape[1], images.shape[2], factor)
-    if problem:
-        raise ValueError(problem)
-    return images[..., :3].movedim(-1, 1) * 2 - 1
-
-
-def decode(
+def decode_image(
     vae: HunyuanImageVAE,
     latents: torch.Tensor,
     precision: str | torch.dtype | None = None,
@@ -114,20 +51,16 @@ def decode(
     decodes overlapping spatial tiles, an approximation (see ``Tiling``). ``output_device`` defaults to the
     latents' device; each slice moves there as soon as it is done.
     """
-    weights = _weights(vae)
-    out_device = torch.device(output_device) if output_device is not None else latents.device
     if tiling is not None:
         log.info("tiled VAE decode (%s): approximate, the official pipeline decodes in one piece", tiling)
-    images = []
-    with torch.no_grad(), working_precision(vae, precision) as input_dtype:
-        for part in _slices(latents, batch_size):
-            z = part.to(weights.device, input_dtype)
-            decoded = vae.decode(z) if tiling is None else tiled_decode(vae, z, tiling)
-            images.append(to_image(decoded).to(out_device))
-    return torch.cat(images)
+
+    def step(z: torch.Tensor, _offset: int) -> torch.Tensor:
+        return to_image(vae.decode(z) if tiling is None else tiled_decode(vae, z, tiling))
+
+    return run_sliced(vae, latents, step, precision, batch_size, output_device)
 
 
-def encode(
+def encode_image(
     vae: HunyuanImageVAE,
     images: torch.Tensor,
     precision: str | torch.dtype | None = None,
@@ -139,15 +72,12 @@ def encode(
     The latent is the posterior mean, as in ComfyUI's VAEEncode; a side that is not a multiple of 32 raises
     ``ValueError`` naming the nearest valid sizes.
     """
-    weights = _weights(vae)
-    out_device = torch.device(output_device) if output_device is not None else images.device
     pixels = from_image(images, vae.config.spatial_compression)
-    latents = []
-    with torch.no_grad(), working_precision(vae, precision) as input_dtype:
-        for part in _slices(pixels, batch_size):
-            posterior = vae.encode(part.to(weights.device, input_dtype))
-            latents.append(posterior.mean.float().to(out_device))
-    return torch.cat(latents)
+
+    def step(part: torch.Tensor, _offset: int) -> torch.Tensor:
+        return vae.encode(part).mean.float()
+
+    return run_sliced(vae, pixels, step, precision, batch_size, output_device)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

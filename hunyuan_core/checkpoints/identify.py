@@ -1,7 +1,8 @@
 """Name what a checkpoint file appears to be, from its keys and shapes, for error messages.
 
 Every loader in the core refuses files that are not what it expects; this module gives those refusals a useful
-second half ("... it appears to be a VAE").
+second half ("... it appears to be a VAE"); ``describe_foreign_vae`` names VAEs of other model families, which
+both VAE loaders refuse.
 """
 
 from __future__ import annotations
@@ -56,3 +57,41 @@ def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str
     if has(r"(^|\.)transformer_blocks\.\d+\."):
         return "a diffusers transformer of another model"
     return f"an unknown checkpoint ({len(keys)} tensors, e.g. {sorted(keys)[0]!r})"
+
+
+def describe_foreign_vae(names: set[str], shape_of: ShapeOf, prefix: str) -> str | None:
+    """Name a VAE of another model family (SD/SDXL, SD3/Flux, video VAEs), or None if nothing matches.
+
+    ``names`` are the file's keys without ``prefix``; ``shape_of`` takes a full key.
+    """
+
+    def shape(name: str) -> tuple[int, ...] | None:
+        return shape_of(prefix + name) if name in names else None
+
+    conv3d = shape("decoder.conv_in.conv.weight")
+    if conv3d is not None:
+        latent = conv3d[1]
+        if latent == 32:
+            return (
+                "the HunyuanImage-2.1 refiner VAE (32 latent channels, causal 3-D, 16x); load it as the refiner VAE "
+                "with the HunyuanImage 2.1 Refiner VAE Loader"
+            )
+        return f"a causal 3-D video VAE such as HunyuanVideo's ({latent} latent channels)"
+    conv_in = shape("decoder.conv_in.weight")
+    if conv_in is None:
+        return None
+    latent = conv_in[1]
+    if "encoder.down_blocks.0.resnets.0.conv1.weight" in names:
+        layout = ", diffusers AutoencoderKL layout"
+    else:
+        # The DC-AE signature: a downsampler's conv emits 1/4 of the next level's width (blocks go into channels);
+        # SD-style VAEs downsample with a strided conv that keeps the width.
+        down, nxt = shape("encoder.down.0.downsample.conv.weight"), shape("encoder.down.1.block.0.conv1.weight")
+        if down is None or nxt is None or nxt[1] == 4 * down[0]:
+            return None
+        layout = ""
+    if latent == 4:
+        return f"a Stable Diffusion 1.x/2.x or SDXL VAE (4 latent channels, 8x{layout})"
+    if latent == 16:
+        return f"a 16-channel VAE such as SD3's or Flux's (8x{layout})"
+    return f"a VAE of another model ({latent} latent channels{layout})"

@@ -11,10 +11,12 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+
+from .errors import CheckpointError
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64,
@@ -34,7 +36,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 MAX_HEADER = 100 * 1024 * 1024
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(CheckpointError):
     """The file cannot be read as a tensor checkpoint (wrong format, truncated, corrupt)."""
 
 
@@ -122,6 +124,32 @@ class TensorFile:
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         for key in self.keys():
             yield key, self.get(key)
+
+
+def open_checkpoint(
+    path: str | os.PathLike,
+    what: str,
+    error: type[CheckpointError],
+    folder_files: Sequence[str] = (),
+    kind: str = "model",
+) -> TensorFile:
+    """Open one checkpoint as ``what`` (e.g. "a HunyuanImage-2.1 VAE"); a folder is searched for ``folder_files``
+    (diffusers' saved names, when given; ``kind`` names them, e.g. "VAE"). Every failure becomes ``error`` naming
+    the file and what was expected, so each loader's callers catch one exception type.
+    """
+    path = Path(path)
+    if folder_files and path.is_dir():
+        found = next((path / n for n in folder_files if (path / n).is_file()), None)
+        if found is None:
+            raise error(f"no {kind} weights in folder {path} (looked for {', '.join(folder_files)}; expected {what})")
+        path = found
+    try:
+        return TensorFile(path)
+    except CheckpointFileError as exc:
+        hint = ""
+        if path.suffix.lower() in PICKLE_SUFFIXES and "truncated" not in str(exc):
+            hint = " It appears to be truncated or damaged (an interrupted download?); download it again."
+        raise error(f"cannot read {path.name} as {what}: {exc}.{hint}") from None
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:

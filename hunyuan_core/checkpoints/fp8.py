@@ -2,10 +2,12 @@
 
 Matches the official FP8 path (weight-only: ``F.linear(x_bf16, w.to(bf16) * scale, bias)``), so fp8 files save
 memory without changing the arithmetic. A fused layer made of parts with their own scales (q, k, v, mlp) keeps
-one scale per output row.
+one scale per output row. ``swap_in_fp8`` is the one place a loader replaces a ``Linear`` by an ``Fp8Linear``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,3 +47,33 @@ def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-tensor e4m3 quantization as the official files do it: scale = amax / 448."""
     scale = weight.float().abs().amax().clamp(min=1e-12) / torch.finfo(torch.float8_e4m3fn).max
     return (weight.float() / scale).to(torch.float8_e4m3fn), scale
+
+
+class Fp8Weight(NamedTuple):
+    """An fp8 weight as read from a file, with its scale (per tensor, or one per output row)."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight in fp32, for parameters that are not ``Linear`` weights (norms, embeddings) and stay plain."""
+        scale = self.scale.float()
+        if scale.numel() > 1:
+            scale = scale.reshape(-1, *([1] * (self.weight.dim() - 1)))
+        return self.weight.float() * scale
+
+
+def swap_in_fp8(
+    model: nn.Module,
+    module_name: str,
+    weight: Fp8Weight,
+    bias: torch.Tensor | None,
+    compute_dtype: torch.dtype,
+    device: torch.device | str,
+) -> Fp8Linear:
+    """Replace the ``Linear`` at ``module_name`` by an ``Fp8Linear`` holding the fp8 weight, scale and bias."""
+    bias = None if bias is None else bias.to(device, compute_dtype)
+    layer = Fp8Linear(weight.weight.to(device), weight.scale.to(device), bias, compute_dtype)
+    parent, _, child = module_name.rpartition(".")
+    setattr(model.get_submodule(parent), child, layer)
+    return layer

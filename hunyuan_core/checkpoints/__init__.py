@@ -1,0 +1,13 @@
+"""The checkpoint toolkit every loader in the core uses; never imports ComfyUI.
+
+- ``errors``: ``CheckpointError``, the base of every loader's refusal.
+- ``files``: ``TensorFile`` (safetensors by plain reads, pickles via ``torch.load(weights_only=True)`` only) and
+  ``open_checkpoint`` (folder search, failures as the loader's own error).
+- ``identify``: what a file appears to be, for refusals (``describe_checkpoint``, ``describe_foreign_vae``).
+- ``complete``: the one completeness check and its message (missing / misshapen tensors, which file to re-download).
+- ``meta``: build on the meta device, shapes without memory, and ``fill_parameters``, the one fill loop.
+- ``fp8``: ``Fp8Linear``, per-tensor quantization and ``swap_in_fp8``, the one Linear -> Fp8Linear swap.
+- ``views``: a file seen under the model's parameter names (``NamedView``).
+- ``vae_layouts``: what the stage-1 and refiner VAE loaders share (layouts, diffusers names, ``VAEFormat``,
+  ``VAELoader``).
+"""
