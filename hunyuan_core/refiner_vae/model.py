@@ -20,21 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..vae_common import (
-    HALF_DTYPES,
-    DecoderWalk,
-    DiagonalGaussian,
-    EncoderWalk,
-    MidBlock,
-    ResidualBlock,
-    add,
-    add_repeated,
-    build_levels,
-    channels_to_space,
-    group_mean,
-    size_problem,
-    space_to_channels,
-)
+from .. import vae_common as common
 from ..variants import STAGE1_LATENT
 from .config import REFINER_VAE, RefinerVAEConfig
 
@@ -139,7 +125,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The norm is reduced in fp32 without a full fp32 copy of x; the division runs in fp32 and rounds once
         # into x's dtype, which is what normalising an fp32 copy and casting back gives.
-        wide = torch.float32 if x.dtype in HALF_DTYPES else None
+        wide = torch.float32 if x.dtype in common.HALF_DTYPES else None
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=wide).clamp_min_(NORMALIZE_EPS)
         if x.requires_grad:  # out= is inference-only
             y = (x.float() / norm).to(x.dtype) if wide else x / norm
@@ -150,7 +136,7 @@ class RMSNorm(nn.Module):
         return y.mul_(gamma) if torch.result_type(y, gamma) == y.dtype else y * gamma
 
 
-class ResnetBlock(ResidualBlock):
+class ResnetBlock(common.ResidualBlock):
     """RMS-SiLU-causal conv twice, plus the input (through a 1x1x1 ``nin_shortcut`` when the width changes)."""
 
     def __init__(self, c_in: int, c_out: int, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
@@ -188,7 +174,7 @@ class AttnBlock(nn.Module):
         del h
         h = F.scaled_dot_product_attention(q, k, v)  # [B, 1, H*W, C]
         h = h.squeeze(1).transpose(1, 2).reshape(b, c, height, width)
-        return add(pointwise(self.proj_out, h), x)
+        return common.add(pointwise(self.proj_out, h), x)
 
 
 class Downsample(nn.Module):
@@ -208,11 +194,11 @@ class Downsample(nn.Module):
         self.group = 4 * c_in // c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = space_to_channels(self.conv(x))
-        shortcut = group_mean(space_to_channels(x), self.group)
+        h = common.space_to_channels(self.conv(x))
+        shortcut = common.group_mean(common.space_to_channels(x), self.group)
         if self.temporal:
             return (shortcut.unflatten(1, (2, h.shape[1])) + h.unsqueeze(1)).flatten(1, 2)
-        return add(h, shortcut)
+        return common.add(h, shortcut)
 
 
 class Upsample(nn.Module):
@@ -234,7 +220,7 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels are (dy, dx, frame, c) for the temporal kind: keeping frame 0 of each 2x2 offset.
         h = self.conv(x, halve_groups=4 if self.temporal else 0)
-        return channels_to_space(add_repeated(h, x))
+        return common.channels_to_space(common.add_repeated(h, x))
 
 
 def single_frame(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -249,19 +235,19 @@ def single_frame(x: torch.Tensor, what: str) -> torch.Tensor:
     return x.squeeze(2)
 
 
-class Encoder(EncoderWalk):
+class Encoder(common.EncoderWalk):
     """Image ``[B, 3, 1, H, W]`` in [-1, 1] -> moments ``[B, 2*latent, 1, H/16, W/16]`` (mean, then log-variance)."""
 
     def __init__(self, cfg: RefinerVAEConfig, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
         super().__init__()
         chans = cfg.block_out_channels
         self.conv_in = CausalConv3d(cfg.in_channels, chans[0], dtype, device, operations)
-        self.down, width = build_levels(
+        self.down, width = common.build_levels(
             chans[0], chans, cfg.layers_per_block,
             lambda c_in, c_out: ResnetBlock(c_in, c_out, dtype, device, operations),
             cfg.downsamplers, lambda *spec: Downsample(*spec, dtype, device, operations), "downsample",
         )  # fmt: skip
-        self.mid = MidBlock(width, ResnetBlock, AttnBlock, dtype, device, operations)
+        self.mid = common.MidBlock(width, ResnetBlock, AttnBlock, dtype, device, operations)
         self.norm_out = RMSNorm(width, dtype, device)
         self.conv_out = CausalConv3d(width, 2 * cfg.latent_channels, dtype, device, operations)
         self.out_group = cfg.encoder_out_group
@@ -270,7 +256,7 @@ class Encoder(EncoderWalk):
         return super().forward(single_frame(x, "the encoder input")).unsqueeze(2)
 
 
-class Decoder(DecoderWalk):
+class Decoder(common.DecoderWalk):
     """Latent ``[B, latent, 1, h, w]`` -> image ``[B, 3, 1, 16h, 16w]`` in about [-1, 1] (not clamped)."""
 
     def __init__(self, cfg: RefinerVAEConfig, dtype=None, device=None, operations: SimpleNamespace = nn) -> None:
@@ -278,8 +264,8 @@ class Decoder(DecoderWalk):
         chans = cfg.decoder_channels
         width = chans[0]
         self.conv_in = CausalConv3d(cfg.latent_channels, width, dtype, device, operations)
-        self.mid = MidBlock(width, ResnetBlock, AttnBlock, dtype, device, operations)
-        self.up, width = build_levels(
+        self.mid = common.MidBlock(width, ResnetBlock, AttnBlock, dtype, device, operations)
+        self.up, width = common.build_levels(
             width, chans, cfg.layers_per_block + 1,
             lambda c_in, c_out: ResnetBlock(c_in, c_out, dtype, device, operations),
             cfg.upsamplers, lambda *spec: Upsample(*spec, dtype, device, operations), "upsample",
@@ -318,16 +304,16 @@ class RefinerVAE(nn.Module):
         self.encoder = Encoder(config, dtype, device, operations)
         self.decoder = Decoder(config, dtype, device, operations)
 
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+    def encode(self, x: torch.Tensor) -> common.DiagonalGaussian:
         channels = self.config.in_channels
         if x.ndim not in (4, 5) or x.shape[1] != channels:
             raise ValueError(f"encode expects [B, {channels}, H, W] or [B, {channels}, 1, H, W], got {tuple(x.shape)}")
         if x.ndim == 4:
             x = x.unsqueeze(2)
-        problem = size_problem(x.shape[4], x.shape[3], self.config.spatial_compression)
+        problem = common.size_problem(x.shape[4], x.shape[3], self.config.spatial_compression)
         if problem:
             raise ValueError(problem)
-        return DiagonalGaussian.from_moments(self.encoder(x))
+        return common.DiagonalGaussian.from_moments(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         channels = self.config.latent_channels
