@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the registry lives in the repository's core package
     sys.path.insert(0, str(ROOT))
 
-from hunyuan_core.variants import (
+from hunyuan_core.variants import (  # noqa: E402 (after the path set-up above)
     BASE,
     DISTILLED,
     GLYPH_FILE,
@@ -28,7 +28,7 @@ from hunyuan_core.variants import (
     REFINER_VAE_FILE,
     STAGE1_VAE_FILE,
 )
-from hunyuan_core.variants import VARIANTS as VARIANT_REGISTRY
+from hunyuan_core.variants import VARIANTS as VARIANT_REGISTRY  # noqa: E402
 
 PROMPT = (
     "A cute, cartoon-style anthropomorphic penguin plush toy with fluffy fur, standing in a painting studio, "
@@ -38,7 +38,9 @@ PROMPT = (
 )
 STAGE1_DEFAULTS = {
     BASE.name: f"{BASE.steps} steps, CFG {BASE.guidance_scale:g} then APG, shift {BASE.shift:g}",
-    DISTILLED.name: f"{DISTILLED.steps} steps, embedded guidance {DISTILLED.guidance_scale:g}, shift {DISTILLED.shift:g}",
+    DISTILLED.name: (
+        f"{DISTILLED.steps} steps, embedded guidance {DISTILLED.guidance_scale:g}, shift {DISTILLED.shift:g}"
+    ),
 }
 NOTE = f"""HunyuanImage-2.1 ({{variant}}) with the official settings: leave steps, guidance and shift at -1 for the
 model's own values ({{defaults}}).
@@ -51,7 +53,8 @@ Where the files go (Comfy-Org's repacks; Tencent's originals and fp8 files work 
 
 Put text to render in double quotes, ‘…’ or “…”. The model is trained at 2K: use a 2K size."""
 
-REFINER_NOTE = f"""HunyuanImage-2.1 base, then the refiner (the official two-stage pipeline), with the official settings:
+REFINER_NOTE = f"""HunyuanImage-2.1 base, then the refiner (the official two-stage pipeline), with the official \
+settings:
 leave steps, guidance and shift at -1 (base {STAGE1_DEFAULTS[BASE.name]}; refiner {REFINER.steps} steps, guidance \
 {REFINER.guidance_scale:g}
 as an embedding, shift {REFINER.shift:g}, condition strength {REFINER_CONDITION_STRENGTH:g}). The refiner re-encodes \

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The project's test command: set up (idempotent), lint, then run every test. Extra arguments go to pytest.
+# The project's test command: set up (idempotent), lint, check the formatting, then run every test. Extra
+# arguments go to pytest (e.g. `-m unit` for the fast tests, `-m "not server"`; kinds in pyproject.toml).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bash scripts/setup.sh
 py="${HY21_VENV:-$repo/.venv}/bin/python"
 "$py" -m ruff check .
+"$py" -m ruff format --check .
 status=0
 "$py" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then

@@ -1,15 +1,32 @@
-"""Shared fixtures: a real headless ComfyUI server with this pack installed, and a client for its API."""
+"""Shared fixtures: a real headless ComfyUI server with this pack installed, a client for its API, one torch thread;
+and the rule that every test carries exactly one kind mark (``kinds.py``)."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
+import torch
+from kinds import pytest_collection_modifyitems  # noqa: F401  (a hook: pytest finds it by name here)
 
 from hy21_host import ComfyClient, ComfyHost
 from hy21_host.tiny_models import write_tiny_models
 
+pytest_plugins = ("pytester",)  # tests/test_architecture.py runs pytest on throw-away test modules
+
 _hosts: list[ComfyHost] = []
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread, and stay fast when other processes keep the CPUs busy.
+
+    Use it for a whole module: ``pytestmark = [pytest.mark.<kind>, pytest.mark.usefixtures("one_thread")]``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

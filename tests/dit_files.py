@@ -1,15 +1,16 @@
-"""Tiny HunyuanImage-2.1 DiT checkpoints written in every published layout, for loader tests."""
+"""Tiny HunyuanImage-2.1 DiTs: checkpoints written in every published layout, twins of diffusers' transformer,
+and a wrapper that records what a sampler feeds the model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from safetensors.torch import save_file
+from helpers import randomize
+from torch import nn
 
+from hunyuan_core.checkpoints.fp8 import quantize_fp8
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 from hunyuan_core.dit import keys as K
-from hunyuan_core.fp8 import quantize_fp8
+from hy21_host.tiny_models import random_tensors, shapes_of
 
 TINY = DiTConfig(
     variant="base", hidden_size=64, num_heads=2, depth_double=2, depth_single=2, rope_axes=(16, 16),
@@ -26,8 +27,7 @@ def random_state(cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float
     """Our (official fused) state dict with every tensor random, so no layer is an identity by accident."""
     with torch.device("meta"):
         model = HunyuanImageDiT(cfg, dtype=dtype)
-    gen = torch.Generator().manual_seed(seed)
-    return {name: (torch.randn(t.shape, generator=gen) * 0.1).to(dtype) for name, t in model.state_dict().items()}
+    return random_tensors(shapes_of(model), seed, dtype, scale=0.1)
 
 
 def from_diffusers(reference: torch.nn.Module, model: HunyuanImageDiT) -> HunyuanImageDiT:
@@ -92,10 +92,53 @@ def to_official_fp8(
     return ckpt, scales, expected
 
 
-def save(tensors: dict[str, torch.Tensor], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".pt", ".ckpt"):
-        torch.save(tensors, path)
-    else:
-        save_file(tensors, str(path))
-    return path
+# --- twins of diffusers' transformer ----------------------------------------------------------------------------
+
+# diffusers' ByT5 projection is 2048 wide at any model size (as in the real model), so its stage-1 twins are too.
+PARITY = TINY.with_(byt5_hidden=2048)
+PARITY_DISTILLED = TINY_DISTILLED.with_(byt5_hidden=2048)
+
+
+def diffusers_pair(cfg: DiTConfig, seed: int | torch.Generator, out_gain: float = 1.0):
+    """(diffusers ``HunyuanImageTransformer2DModel``, our DiT) shaped by ``cfg``, both fp32 in eval mode and holding
+    the same weights: every diffusers parameter drawn as ``N(0, 1) * 0.1`` from ``seed`` (zero-initialised gates and
+    final layer included), then ``out_gain`` times the output projection (larger velocities)."""
+    from diffusers import HunyuanImageTransformer2DModel
+
+    ref = HunyuanImageTransformer2DModel(
+        in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim, num_layers=cfg.depth_double, num_single_layers=cfg.depth_single,
+        num_refiner_layers=cfg.refiner_depth, mlp_ratio=cfg.mlp_ratio, patch_size=(1,) * cfg.patch_dims,
+        guidance_embeds=cfg.guidance_embed, text_embed_dim=cfg.text_dim, text_embed_2_dim=cfg.byt5_dim,
+        rope_theta=cfg.rope_theta, rope_axes_dim=cfg.rope_axes, use_meanflow=cfg.meanflow,
+    ).float()  # fmt: skip
+    randomize(ref, seed, scale=0.1)
+    if out_gain != 1.0:
+        with torch.no_grad():
+            for p in ref.proj_out.parameters():
+                p.mul_(out_gain)
+    return ref, from_diffusers(ref, HunyuanImageDiT(cfg, dtype=torch.float32).eval())
+
+
+# --- a DiT that records its calls -------------------------------------------------------------------------------
+
+
+class RecordingDiT(nn.Module):
+    """Wraps a DiT and records what the sampler feeds it, one dict a forward pass."""
+
+    def __init__(self, inner: HunyuanImageDiT) -> None:
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, []
+
+    def forward(self, x, t, text, text_mask, byt5=None, byt5_mask=None, guidance=None, timestep_r=None):
+        self.calls.append(
+            {"x": x.clone(), "t": t.clone(), "guidance": guidance, "r": timestep_r, "text": text, "byt5": byt5}
+        )
+        return self.inner(x, t, text, text_mask, byt5, byt5_mask, guidance=guidance, timestep_r=timestep_r)
+
+
+def recording_dit(cfg: DiTConfig, seed: int = 0) -> RecordingDiT:
+    """A tiny fp32 DiT holding ``random_state(cfg, seed)``, wrapped to record its calls."""
+    model = HunyuanImageDiT(cfg, dtype=torch.float32).eval()
+    model.load_state_dict(random_state(cfg, seed))
+    return RecordingDiT(model)

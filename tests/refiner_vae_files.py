@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 
 import torch
-from vae_files import save, truncate  # noqa: F401  (re-exported: one writer for every test file)
+from helpers import FileLayout, cached_state
 
 from hunyuan_core.refiner_vae import RefinerVAEConfig
-from hunyuan_core.refiner_vae.checkpoint import comfy_name, diffusers_name, expected_shapes
+from hunyuan_core.refiner_vae.checkpoint import DIFFUSERS, ORIGINAL, comfy_name, diffusers_name, expected_shapes
 
 # The released VAE at 1/8 of every width: five levels, 16x in space, 4x in time (the last two downsamplers and
 # the first two upsamplers temporal), widths (128, 256, 512, 1024, 1024) / 8 and 32 / 8 = 4 latent channels. So
@@ -25,17 +25,9 @@ TINY_NIN = RefinerVAEConfig(
 )  # fmt: skip
 
 
+@cached_state
 def random_state(cfg: RefinerVAEConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Our (official) state dict with every tensor random, RMS ``gamma``s around 1, so nothing is an identity.
-
-    Cached (random numbers are slow on a small CPU): the dict is a fresh copy, the tensors are shared and must
-    not be modified in place.
-    """
-    return dict(_random_state(cfg, seed, dtype))
-
-
-@functools.lru_cache(maxsize=8)
-def _random_state(cfg: RefinerVAEConfig, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Our (official) state dict with every tensor random, RMS ``gamma``s around 1, so nothing is an identity."""
     gen = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in expected_shapes(cfg).items():
@@ -71,6 +63,37 @@ def comfy_org(state: dict[str, torch.Tensor], wrapped_shortcuts: bool = False) -
 def diffusers_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers ``AutoencoderKLHunyuanImageRefiner`` names (``vae/diffusion_pytorch_model.safetensors``)."""
     return {diffusers_name(name): tensor for name, tensor in state.items()}
+
+
+def official_pt_with_training_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The official file as a training run leaves it: under ``state_dict``, prefix ``vae.``, next to loss tensors."""
+    data = official_pt(state, prefix="vae.")
+    data["state_dict"]["loss.logvar"] = torch.zeros(())
+    data["state_dict"]["loss.discriminator.main.0.weight"] = torch.zeros(4, 3, 4, 4)
+    return data
+
+
+# Every published layout, written from our state dict, with what inspecting it must report.
+LAYOUTS = {
+    "official_pt_vae_prefix": FileLayout(
+        "vae_refiner/pytorch_model.pt", official_pt_with_training_state, ORIGINAL, "vae.", torch.float32
+    ),
+    "official_pt_bare": FileLayout(
+        "pytorch_model.pt", functools.partial(official_pt, wrapped=False), ORIGINAL, "", torch.float32
+    ),
+    "comfy_org_fp16": FileLayout("hunyuan_image_refiner_vae_fp16.safetensors", comfy_org, ORIGINAL, "", torch.float16),
+    "comfy_wrapped_shortcuts": FileLayout(
+        "refiner_vae_comfy.safetensors",
+        functools.partial(comfy_org, wrapped_shortcuts=True),
+        ORIGINAL,
+        "",
+        torch.float16,
+    ),
+    "diffusers_file": FileLayout("diffusion_pytorch_model.safetensors", diffusers_layout, DIFFUSERS, "", torch.float32),
+    "diffusers_folder": FileLayout(
+        "vae/diffusion_pytorch_model.safetensors", diffusers_layout, DIFFUSERS, "", torch.float32, folder=True
+    ),
+}
 
 
 def hunyuan_video_vae() -> dict[str, torch.Tensor]:

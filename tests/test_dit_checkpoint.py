@@ -9,14 +9,16 @@ from dit_files import (
     TINY_DISTILLED,
     TINY_REFINER,
     random_state,
-    save,
     to_layout,
     to_official_fp8,
 )
+from helpers import save
 
+from hunyuan_core.checkpoints.fp8 import Fp8Linear
 from hunyuan_core.dit import keys as K
 from hunyuan_core.dit.checkpoint import DiTCheckpointError, inspect_dit, load_dit
-from hunyuan_core.fp8 import Fp8Linear
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 H = TINY.hidden_size
 
@@ -35,12 +37,12 @@ def loaded_state(model) -> dict[str, torch.Tensor]:
 
 
 LAYOUT_CASES = [
-    ("official.safetensors", K.OFFICIAL_FUSED, ""),
+    ("official.safetensors", K.OFFICIAL, ""),
     ("official_split.safetensors", K.OFFICIAL_SPLIT, ""),
     ("comfy_saved.safetensors", K.COMFY, "model.diffusion_model."),
     ("comfy_internal.safetensors", K.COMFY, ""),
     ("diffusers_transformer.safetensors", K.DIFFUSERS, ""),
-    ("official.pt", K.OFFICIAL_FUSED, ""),
+    ("official.pt", K.OFFICIAL, ""),
     ("wrapped_split.safetensors", K.OFFICIAL_SPLIT, "module."),
 ]
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import pytest
 
-from hy21_host import find_comfyui, repo_root
+from hy21_host import run_in_comfyui
+
+pytestmark = pytest.mark.parity
 
 PROBE = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
 sys.path.insert(1, sys.argv[2])
-from comfy.cli_args import args
-args.cpu = True
 import torch
 import comfy.ops
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
@@ -23,7 +19,7 @@ torch.manual_seed(0)
 plain = HunyuanImageDiT(cfg, dtype=torch.float32).eval()
 state = {k: torch.randn_like(v) * 0.1 for k, v in plain.state_dict().items()}
 plain.load_state_dict(state)
-results = {}
+result = {}
 for name in ("disable_weight_init", "manual_cast"):
     ops = getattr(comfy.ops, name)
     model = HunyuanImageDiT(cfg, dtype=torch.float32, operations=ops).eval()
@@ -33,18 +29,11 @@ for name in ("disable_weight_init", "manual_cast"):
     text, mask = torch.randn(1, 9, 48), torch.ones(1, 9, dtype=torch.long)
     with torch.no_grad():
         diff = (model(x, t, text, mask) - plain(x, t, text, mask)).abs().max().item()
-    results[name] = {"diff": diff, "linear_modules": sorted(linear_types)}
-print(json.dumps(results))
+    result[name] = {"diff": diff, "linear_modules": sorted(linear_types)}
 """
 
 
 def test_core_builds_and_runs_with_comfy_ops():
-    comfyui = find_comfyui()
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(comfyui), str(repo_root())],
-        cwd=comfyui, capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
-    results = json.loads(out.stdout.strip().splitlines()[-1])
-    for name, result in results.items():
+    for name, result in run_in_comfyui(PROBE).items():
         assert result["linear_modules"] == ["comfy.ops"], (name, result)
         assert result["diff"] == 0.0, (name, result)

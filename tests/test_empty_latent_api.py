@@ -10,6 +10,8 @@ import torch
 
 from hy21_host import PromptRejectedError, repo_root
 
+pytestmark = pytest.mark.server
+
 NODE = "HunyuanImage21EmptyLatent"
 
 

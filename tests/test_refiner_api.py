@@ -16,8 +16,12 @@ from hunyuan_core.dit.checkpoint import load_dit
 from hunyuan_core.pipelines import RefinerSettings, refine_image
 from hunyuan_core.refiner_vae import load_refiner_vae
 from hunyuan_core.text.qwen import load_qwen_encoder
+from hunyuan_core.variants import BASE, QWEN_FILE, REFINER_VAE_FILE, STAGE1_VAE_FILE
+from hunyuan_core.variants import REFINER as REFINER_VARIANT
 from hy21_host import PromptRejectedError, repo_root
-from hy21_host.tiny_models import DIT_FILES, QWEN_FILE, REFINER_DIT_FILE, REFINER_VAE_FILE, VAE_FILE
+from hy21_host.tiny_models import model_path
+
+pytestmark = pytest.mark.server
 
 SAMPLER, STAGE1_PREVIEW, REFINER_DIT, REFINER_VAE, REFINER, SAVE = "6", "8", "10", "11", "12", "13"
 
@@ -51,9 +55,9 @@ def test_server_refined_image_equals_core_pipeline(comfy, comfy_host):
     prompt = graph["4"]["inputs"]["prompt"]
     stage1 = core_image(models, comfy_host.comfyui, "base", prompt, seed, BASE_STEPS)
     tokenizers = comfy_host.comfyui / "comfy" / "text_encoders"
-    qwen = load_qwen_encoder(models / "text_encoders" / QWEN_FILE, tokenizer_dirs=[tokenizers / "qwen25_tokenizer"])
-    vae = load_refiner_vae(models / "vae" / REFINER_VAE_FILE, dtype=torch.float32)
-    dit = load_dit(models / "diffusion_models" / REFINER_DIT_FILE).eval()
+    qwen = load_qwen_encoder(model_path(models, QWEN_FILE), tokenizer_dirs=[tokenizers / "qwen25_tokenizer"])
+    vae = load_refiner_vae(model_path(models, REFINER_VAE_FILE), dtype=torch.float32)
+    dit = load_dit(model_path(models, REFINER_VARIANT.dit_file)).eval()
     # refine_image is checked against the procedure composed step by step in test_refiner_pipeline.py
     core = refine_image(dit, vae, qwen, stage1, prompt, seed, RefinerSettings(vae_precision="fp32"))[0].numpy()
     diff = float(np.abs(server.astype(np.float64) / 255 - core).max())
@@ -70,19 +74,20 @@ def _expect_next_refiner_runs(comfy, seed: int) -> None:
     ("case", "change", "node_type", "expected"),
     [
         pytest.param(
-            "stage-1 VAE as refiner VAE", (REFINER_VAE, "vae_name", VAE_FILE), "HunyuanImage21RefinerVAELoader",
+            "stage-1 VAE as refiner VAE", (REFINER_VAE, "vae_name", STAGE1_VAE_FILE.name),
+            "HunyuanImage21RefinerVAELoader",
             ["stage-1", "HunyuanImage 2.1 VAE Loader"], id="stage1-vae-in-refiner-vae-loader",
         ),
         pytest.param(
-            "refiner VAE as stage-1 VAE", ("3", "vae_name", REFINER_VAE_FILE), "HunyuanImage21VAELoader",
+            "refiner VAE as stage-1 VAE", ("3", "vae_name", REFINER_VAE_FILE.name), "HunyuanImage21VAELoader",
             ["refiner VAE", "load it as the refiner VAE"], id="refiner-vae-in-stage1-vae-loader",
         ),
         pytest.param(
-            "base DiT as refiner", (REFINER_DIT, "dit_name", DIT_FILES["base"]), "HunyuanImage21Refiner",
-            ["base model", "not the refiner", "hunyuanimage2.1_refiner_bf16.safetensors"], id="base-dit-as-refiner",
+            "base DiT as refiner", (REFINER_DIT, "dit_name", BASE.dit_file.name), "HunyuanImage21Refiner",
+            ["base model", "not the refiner", REFINER_VARIANT.dit_file.name], id="base-dit-as-refiner",
         ),
         pytest.param(
-            "refiner DiT in the sampler", ("1", "dit_name", REFINER_DIT_FILE), "HunyuanImage21Sampler",
+            "refiner DiT in the sampler", ("1", "dit_name", REFINER_VARIANT.dit_file.name), "HunyuanImage21Sampler",
             ["the loaded DiT is the refiner", "HunyuanImage 2.1 Refiner node"], id="refiner-dit-in-sampler",
         ),
     ],

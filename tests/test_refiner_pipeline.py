@@ -19,7 +19,7 @@ from hunyuan_core.text.qwen import load_qwen_encoder
 from hunyuan_core.variants import BASE, QWEN_FILE, REFINER
 from hy21_host.tiny_models import write_tiny_models
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 PROMPT = 'a lighthouse at dusk, a sign saying "OPEN"'
 SEED = 77

@@ -9,27 +9,19 @@ from diffusers import (
     AutoencoderKLHunyuanImageRefiner,
     FlowMatchEulerDiscreteScheduler,
     HunyuanImageRefinerPipeline,
-    HunyuanImageTransformer2DModel,
 )
-from dit_files import TINY, TINY_REFINER, from_diffusers, random_state
+from dit_files import TINY, TINY_REFINER, diffusers_pair, recording_dit
 from einops import rearrange
-from torch import nn
+from helpers import assert_close
 
-from hunyuan_core.dit import HunyuanImageDiT
 from hunyuan_core.sampling import REFINER_SCALE, Conditioning, guidance_for, make_noise, shifted_sigmas
 from hunyuan_core.sampling.refiner import condition_latents, pack_frames, refine, unpack_frames
+
+pytestmark = [pytest.mark.parity, pytest.mark.usefixtures("one_thread")]
 
 REL_TOL = 1e-4
 TEXT_DIM, TEXT_LEN = 48, 20
 H, W = 6, 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- packing, as the official pipeline's einops rearranges spell it ------------------------------------------------
@@ -77,29 +69,13 @@ def test_condition_is_scaled_packed_latent_mixed_with_noise():
 # --- the loop ------------------------------------------------------------------------------------------------------
 
 
-class Recorder(nn.Module):
-    def __init__(self, inner: HunyuanImageDiT) -> None:
-        super().__init__()
-        self.inner, self.config, self.calls = inner, inner.config, []
-
-    def forward(self, x, t, text, text_mask, byt5=None, byt5_mask=None, guidance=None, timestep_r=None):
-        self.calls.append({"x": x.clone(), "t": t.clone(), "guidance": guidance, "r": timestep_r, "byt5": byt5})
-        return self.inner(x, t, text, text_mask, byt5, byt5_mask, guidance=guidance, timestep_r=timestep_r)
-
-
-def tiny(cfg, seed: int) -> Recorder:
-    model = HunyuanImageDiT(cfg, dtype=torch.float32).eval()
-    model.load_state_dict(random_state(cfg, seed))
-    return Recorder(model)
-
-
 def prompt(seed: int, valid: int) -> Conditioning:
     gen = torch.Generator().manual_seed(seed)
     return Conditioning(torch.randn(1, valid, TEXT_DIM, generator=gen), torch.ones(1, valid, dtype=torch.long))
 
 
 def test_refiner_loop_runs_the_official_schedule_with_the_condition_appended():
-    model = tiny(TINY_REFINER, seed=4)
+    model = recording_dit(TINY_REFINER, seed=4)
     latent = torch.randn(2, 32, 1, H, W)
     noise, aug = make_noise((2, 64, 1, H, W), 1), make_noise((2, 64, 1, H, W), 2, "comfy")
     out = refine(model, latent, prompt(1, 7), noise=noise, condition_noise=aug)
@@ -117,26 +93,11 @@ def test_refiner_loop_runs_the_official_schedule_with_the_condition_appended():
 
 def test_refiner_refuses_a_stage1_model():
     with pytest.raises(ValueError, match=r"base model .* not the refiner"):
-        refine(tiny(TINY, seed=5), torch.randn(1, 32, 1, 2, 2), prompt(1, 3),
+        refine(recording_dit(TINY, seed=5), torch.randn(1, 32, 1, 2, 2), prompt(1, 3),
                noise=torch.randn(1, 64, 1, 2, 2), condition_noise=torch.randn(1, 64, 1, 2, 2))  # fmt: skip
 
 
 # --- parity with diffusers' refiner pipeline -----------------------------------------------------------------------
-
-
-def reference_pair(seed: int) -> tuple[HunyuanImageTransformer2DModel, HunyuanImageDiT]:
-    ref = HunyuanImageTransformer2DModel(
-        in_channels=128, out_channels=64, num_attention_heads=2, attention_head_dim=32, num_layers=2,
-        num_single_layers=2, num_refiner_layers=2, text_embed_dim=TEXT_DIM, text_embed_2_dim=None,
-        rope_axes_dim=(4, 14, 14), patch_size=(1, 1, 1), guidance_embeds=True, use_meanflow=True,
-    ).eval()  # fmt: skip
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        for p in ref.proj_out.parameters():  # velocities of unit scale, so the steps move the latents visibly
-            p.mul_(5.0)
-    return ref, from_diffusers(ref, HunyuanImageDiT(TINY_REFINER, dtype=torch.float32).eval())
 
 
 def tiny_reference_vae() -> AutoencoderKLHunyuanImageRefiner:
@@ -159,15 +120,6 @@ def padded_prompt(seed: int, valid: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(1, TEXT_LEN, TEXT_DIM, generator=gen), mask
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor) -> float:
-    assert got.shape == want.shape
-    scale = float(want.abs().max())
-    assert bool(torch.isfinite(want).all()) and scale > 0.1, "degenerate reference output"
-    diff = float((got - want).abs().max())
-    assert diff <= REL_TOL * scale, f"max abs diff {diff:.3g} > {REL_TOL:g} * {scale:.3g} (rel {diff / scale:.3g})"
-    return diff / scale
-
-
 @pytest.mark.parametrize("scale", [3.25, 3.5])
 def test_refiner_latents_match_diffusers(scale):
     """Same transformer, prompt states, stage-1 latent, starting noise and augmentation noise: same final latents.
@@ -175,7 +127,7 @@ def test_refiner_latents_match_diffusers(scale):
     diffusers takes the packed, scaled condition as ``image`` and draws the augmentation noise as the first draw of
     ``generator`` (the starting ``latents`` being given).
     """
-    ref, ours = reference_pair(seed=31)
+    ref, ours = diffusers_pair(TINY_REFINER, seed=31, out_gain=5.0)  # velocities of unit scale: the steps show
     embeds, mask = padded_prompt(3, valid=13)
     latent = torch.randn(1, 32, 1, H, W, generator=torch.Generator().manual_seed(8))
     noise = make_noise((1, 64, 1, H, W), seed=42)
@@ -190,4 +142,4 @@ def test_refiner_latents_match_diffusers(scale):
         ours, latent, Conditioning(embeds[:, :13], mask[:, :13]), noise=noise, condition_noise=aug,
         guidance=guidance_for("refiner", scale=scale),
     )  # fmt: skip
-    assert_close(got, official_unpack(want / 1.03682))
+    assert_close(got, official_unpack(want / 1.03682), REL_TOL)

@@ -15,21 +15,20 @@ import torch
 import vae_files
 from dit_files import TINY as TINY_DIT
 from dit_files import random_state as random_dit_state
+from helpers import save, truncate
 from refiner_vae_files import (
+    LAYOUTS,
     TINY,
     TINY_NIN,
     comfy_org,
-    diffusers_layout,
     hunyuan_video_vae,
     official_pt,
     random_state,
-    save,
-    truncate,
 )
 from torch import nn
 
 from hunyuan_core.refiner_vae import (
-    REFINER,
+    REFINER_VAE,
     RefinerVAE,
     RefinerVAECheckpointError,
     RefinerVAEConfig,
@@ -38,8 +37,10 @@ from hunyuan_core.refiner_vae import (
     inspect_refiner_vae,
     load_refiner_vae,
 )
-from hunyuan_core.refiner_vae.checkpoint import DIFFUSERS, ORIGINAL, expected_shapes
+from hunyuan_core.refiner_vae.checkpoint import ORIGINAL, expected_shapes
 from hunyuan_core.vae import VAECheckpointError, VAEConfig, inspect_vae
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 log = logging.getLogger(__name__)
 
@@ -60,42 +61,11 @@ def small_vae(seed: int = 0, operations=nn) -> RefinerVAE:
 # --- layouts -------------------------------------------------------------------------------------------------------
 
 
-def write(tmp_path, layout: str, state: dict):
-    """(path, expected layout, expected prefix, expected dtype) for one published layout."""
-    if layout == "official_pt_vae_prefix":  # under state_dict with prefix vae., next to non-VAE tensors
-        data = official_pt(state, prefix="vae.")
-        data["state_dict"]["loss.logvar"] = torch.zeros(())
-        data["state_dict"]["loss.discriminator.main.0.weight"] = torch.zeros(4, 3, 4, 4)
-        return save(data, tmp_path / "vae_refiner" / "pytorch_model.pt"), ORIGINAL, "vae.", torch.float32
-    if layout == "official_pt_bare":
-        path = save(official_pt(state, wrapped=False), tmp_path / "pytorch_model.pt")
-        return path, ORIGINAL, "", torch.float32
-    if layout == "comfy_org_fp16":
-        path = save(comfy_org(state), tmp_path / "hunyuan_image_refiner_vae_fp16.safetensors")
-        return path, ORIGINAL, "", torch.float16
-    if layout == "comfy_wrapped_shortcuts":
-        path = save(comfy_org(state, wrapped_shortcuts=True), tmp_path / "refiner_vae_comfy.safetensors")
-        return path, ORIGINAL, "", torch.float16
-    if layout == "diffusers_file":
-        path = save(diffusers_layout(state), tmp_path / "diffusion_pytorch_model.safetensors")
-        return path, DIFFUSERS, "", torch.float32
-    if layout == "diffusers_folder":
-        save(diffusers_layout(state), tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
-        return tmp_path / "vae", DIFFUSERS, "", torch.float32
-    raise AssertionError(layout)
-
-
-LAYOUTS = [
-    "official_pt_vae_prefix", "official_pt_bare", "comfy_org_fp16", "comfy_wrapped_shortcuts", "diffusers_file",
-    "diffusers_folder",
-]  # fmt: skip
-
-
 @pytest.mark.parametrize("cfg", [TINY, TINY_NIN], ids=["tiny16x", "tiny_nin"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_layout_loads_identical_parameters(tmp_path, cfg, layout):
     state = random_state(cfg)
-    path, expected_layout, prefix, dtype = write(tmp_path, layout, state)
+    path, expected_layout, prefix, dtype = LAYOUTS[layout].write(tmp_path, state)
     info = inspect_refiner_vae(path)
     assert (info.layout, info.prefix, info.weight_dtype) == (expected_layout, prefix, dtype)
     assert info.config == cfg
@@ -110,7 +80,7 @@ def test_every_layout_loads_identical_parameters(tmp_path, cfg, layout):
 
 def test_full_size_config_is_detected_from_shapes_alone(tmp_path):
     """The released 1.26 B-parameter layout as a header-only fp16 file of the right shapes (sparse, no data read)."""
-    shapes = expected_shapes(REFINER)
+    shapes = expected_shapes(REFINER_VAE)
     header, offset = {}, 0
     for name, shape in shapes.items():
         size = torch.Size(shape).numel() * 2
@@ -122,10 +92,10 @@ def test_full_size_config_is_detected_from_shapes_alone(tmp_path):
         f.write(struct.pack("<Q", len(raw)) + raw)
         f.truncate(8 + len(raw) + offset)
     info = inspect_refiner_vae(path)
-    assert info.config == REFINER and info.layout == ORIGINAL
+    assert info.config == REFINER_VAE and info.layout == ORIGINAL
     assert info.config.encoder_out_group == 16 and info.config.decoder_in_repeat == 32
-    assert [t for *_, t in REFINER.downsamplers] == [False, False, True, True]
-    assert [t for *_, t in REFINER.upsamplers] == [True, True, False, False]
+    assert [t for *_, t in REFINER_VAE.downsamplers] == [False, False, True, True]
+    assert [t for *_, t in REFINER_VAE.upsamplers] == [True, True, False, False]
 
 
 def test_dtype_override_casts_on_load(tmp_path):

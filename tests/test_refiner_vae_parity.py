@@ -18,31 +18,27 @@ against each other per layer, and end to end against diffusers and ComfyUI (with
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from refiner_vae_files import TINY, TINY_NIN, comfy_org, diffusers_layout, random_state, save, to_diffusers_model
+from helpers import relative_error, save
+from refiner_vae_files import TINY, TINY_NIN, comfy_org, diffusers_layout, random_state, to_diffusers_model
 from torch import nn
 
-from hunyuan_core.refiner_vae import REFINER, decode_image, encode_image, inspect_refiner_vae, load_refiner_vae
+from hunyuan_core.refiner_vae import REFINER_VAE, decode_image, encode_image, inspect_refiner_vae, load_refiner_vae
 from hunyuan_core.refiner_vae.checkpoint import DIFFUSERS, diffusers_name, expected_shapes
 from hunyuan_core.refiner_vae.model import CausalConv3d, RMSNorm
-from hy21_host import find_comfyui, repo_root
+from hy21_host import run_in_comfyui
+
+pytestmark = pytest.mark.parity
 
 diffusers = pytest.importorskip("diffusers")
 log = logging.getLogger(__name__)
 
 RTOL = 1e-5
 CONFIGS = {"tiny16x": TINY, "tiny_nin": TINY_NIN}
-
-
-def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
 class PaddedConv3d(nn.Conv3d):
@@ -73,9 +69,9 @@ def test_every_name_and_shape_matches_diffusers_at_full_size():
     """The released config, built on the meta device by both sides: same tensors under the mapped names."""
     with torch.device("meta"):
         ref = diffusers.AutoencoderKLHunyuanImageRefiner()
-    expected = {diffusers_name(name): shape for name, shape in expected_shapes(REFINER).items()}
+    expected = {diffusers_name(name): shape for name, shape in expected_shapes(REFINER_VAE).items()}
     assert expected == {name: tuple(t.shape) for name, t in ref.state_dict().items()}
-    assert ref.config.scaling_factor == REFINER.scaling_factor
+    assert ref.config.scaling_factor == REFINER_VAE.scaling_factor
     assert sum(torch.Size(s).numel() for s in expected.values()) == 1_260_634_115  # 5.04 GB in fp32
 
 
@@ -218,11 +214,7 @@ def test_rms_norm_half_precision_is_normalised_in_fp32(dtype):
 # --- ComfyUI ---------------------------------------------------------------------------------------------------------
 
 COMFY_PROBE = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
 sys.path.insert(1, sys.argv[2])
-from comfy.cli_args import args
-args.cpu = True
 import torch
 import comfy.ops
 from comfy.ldm.hunyuan_video.vae_refiner import Decoder, Encoder
@@ -258,7 +250,7 @@ for path in sys.argv[3:]:
             calls["cast"] = 0
             errors = {"encode": rel(model.encode(x).mean, ref_mean), "decode": rel(model.decode(z), ref_img)}
             out[f"{path.rsplit('/', 1)[-1]}:{name}"] = {**errors, "cast_calls": calls["cast"]}
-print(json.dumps(out))
+result = out
 """
 
 
@@ -271,12 +263,7 @@ def test_same_names_and_outputs_as_comfyui(tmp_path):
         save(comfy_org(random_state(cfg, seed=7), wrapped_shortcuts=True), tmp_path / f"{name}.safetensors")
         for name, cfg in CONFIGS.items()
     ]
-    result = subprocess.run(
-        [sys.executable, "-c", COMFY_PROBE, str(find_comfyui()), str(repo_root()), *map(str, paths)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_in_comfyui(COMFY_PROBE, *paths, timeout=120)
     log.info("vs ComfyUI: %s", out)
     for name, errors in out.items():
         assert errors["encode"] <= RTOL and errors["decode"] <= RTOL, (name, errors)

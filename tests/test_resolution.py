@@ -4,6 +4,8 @@ import pytest
 
 from hunyuan_core import resolution
 
+pytestmark = pytest.mark.unit
+
 
 def test_official_sizes_are_the_readme_list():
     sizes = {(p.width, p.height) for p in resolution.OFFICIAL_SIZES}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close
 
 from hunyuan_core.sampling import (
     APGGuidance,
@@ -23,7 +24,10 @@ from hunyuan_core.sampling import (
     official_apg_start,
 )
 
+pytestmark = pytest.mark.unit
+
 SHAPE = (2, 64, 3, 4)
+REL_TOL = 1e-5  # of the transcription's largest value, compared in float64
 
 
 class Transcription:
@@ -60,12 +64,6 @@ def pair(seed: int, spread: tuple[float, float] = (0.02, 0.6)) -> tuple[torch.Te
     return u, u + step
 
 
-def close(got: torch.Tensor, want: np.ndarray) -> None:
-    want_t = torch.from_numpy(want)
-    err = float((got.double() - want_t).abs().max())
-    assert err <= 1e-5 * float(want_t.abs().max()), err
-
-
 def test_pair_straddles_the_norm_threshold():
     u, c = pair(0)
     norms = (c - u).flatten(1).norm(dim=1)
@@ -79,13 +77,14 @@ def test_apg_sequence_matches_transcription(eta):
     ref = Transcription(eta=eta)
     for step in range(6):
         u, c = pair(step)
-        close(guider.combine(step, u, c), ref.apg(u.double().numpy(), c.double().numpy()))
+        want = ref.apg(u.double().numpy(), c.double().numpy())
+        assert_close(guider.combine(step, u, c), want, REL_TOL, min_scale=None)
 
 
 def test_apg_without_momentum_is_the_plain_projection():
     u, c = pair(9)
     ref = Transcription(momentum=0.0)
-    close(apg(u, c, APGSettings()), ref.apg(u.double().numpy(), c.double().numpy()))
+    assert_close(apg(u, c, APGSettings()), ref.apg(u.double().numpy(), c.double().numpy()), REL_TOL, min_scale=None)
 
 
 def test_cfg_formula():
@@ -138,9 +137,9 @@ def test_momentum_buffer_updates_during_the_cfg_phase():
         if step < 3:
             ref.update(un, cn)
             assert torch.equal(got, cfg(u, c, 3.5))
-            close(guider.buffer.average, ref.avg)
+            assert_close(guider.buffer.average, ref.avg, REL_TOL, min_scale=None)
         else:
-            close(got, ref.apg(un, cn))
+            assert_close(got, ref.apg(un, cn), REL_TOL, min_scale=None)
             if step == 3:
                 assert float((fresh.combine(0, u, c) - got).abs().max()) > 1e-3
 

@@ -19,16 +19,23 @@ from diffusers import (
     AutoencoderKLHunyuanImage,
     FlowMatchEulerDiscreteScheduler,
     HunyuanImagePipeline,
-    HunyuanImageTransformer2DModel,
 )
-from dit_files import TINY, TINY_DISTILLED, TINY_REFINER, from_diffusers, random_state
-from torch import nn
+from dit_files import (
+    PARITY,
+    PARITY_DISTILLED,
+    TINY,
+    TINY_DISTILLED,
+    TINY_REFINER,
+    RecordingDiT,
+    diffusers_pair,
+    recording_dit,
+)
+from helpers import assert_close
 
-from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 from hunyuan_core.sampling import (
     Conditioning,
-    concat_conditionings,
     build_schedule,
+    concat_conditionings,
     guidance_for,
     make_noise,
     official_apg_start,
@@ -39,40 +46,13 @@ from hunyuan_core.sampling import (
     to_vae_space,
 )
 
+pytestmark = [pytest.mark.parity, pytest.mark.usefixtures("one_thread")]
+
 REL_TOL = 1e-4
 CHANNELS, TEXT_DIM, BYT5_DIM, TEXT_LEN, BYT5_LEN = 64, 48, 40, 20, 16
 H, W = 6, 5
 STEPS = 8
-OUT_GAIN = 5.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread, and stay fast when other processes keep the CPUs busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def build_pair(distilled: bool, seed: int) -> tuple[HunyuanImageTransformer2DModel, HunyuanImageDiT]:
-    """A tiny diffusers transformer with random weights and our DiT holding the same weights."""
-    ref = HunyuanImageTransformer2DModel(
-        in_channels=CHANNELS, out_channels=CHANNELS, num_attention_heads=2, attention_head_dim=32, num_layers=2,
-        num_single_layers=2, num_refiner_layers=2, text_embed_dim=TEXT_DIM, text_embed_2_dim=BYT5_DIM,
-        rope_axes_dim=(16, 16), guidance_embeds=distilled, use_meanflow=distilled,
-    ).float().eval()  # fmt: skip
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():  # zero-initialised layers (gates, final layer) must carry weight too
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        for p in ref.proj_out.parameters():  # larger velocities: cond - uncond then crosses APG's norm threshold
-            p.mul_(OUT_GAIN)
-    cfg = DiTConfig(
-        variant="distilled" if distilled else "base", hidden_size=64, num_heads=2, depth_double=2, depth_single=2,
-        rope_axes=(16, 16), text_dim=TEXT_DIM, byt5_dim=BYT5_DIM, guidance_embed=distilled, meanflow=distilled,
-    )  # fmt: skip
-    return ref, from_diffusers(ref, HunyuanImageDiT(cfg, dtype=torch.float32).eval())
+OUT_GAIN = 5.0  # on the output projection: larger velocities, so cond - uncond crosses APG's norm threshold
 
 
 def tiny_vae() -> AutoencoderKLHunyuanImage:
@@ -138,18 +118,9 @@ def run_diffusers(pipe, noise, pos, neg, steps: int, **kwargs) -> torch.Tensor:
     return out[0]
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor) -> float:
-    assert got.shape == want.shape
-    scale = float(want.abs().max())
-    assert bool(torch.isfinite(want).all()) and scale > 0.1, "degenerate reference output"
-    diff = float((got - want).abs().max())
-    assert diff <= REL_TOL * scale, f"max abs diff {diff:.3g} > {REL_TOL:g} * {scale:.3g} (rel {diff / scale:.3g})"
-    return diff / scale
-
-
 @pytest.fixture(scope="module")
 def base():
-    return build_pair(distilled=False, seed=21)
+    return diffusers_pair(PARITY, seed=21, out_gain=OUT_GAIN)
 
 
 @pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted"])
@@ -168,7 +139,7 @@ def test_base_official_mix_matches_diffusers(base, quoted):
         ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), schedule=schedule,
         guidance=guidance_for("base", "official", 3.5),
     )  # fmt: skip
-    assert_close(got, want)
+    assert_close(got, want, REL_TOL)
     if quoted:  # the switch step must matter, or this test could not tell the two schedules apart
         other = sample(
             ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), schedule=schedule,
@@ -180,39 +151,21 @@ def test_base_official_mix_matches_diffusers(base, quoted):
             ours, noise, ours_conditioning(pos, quoted), ours_conditioning(neg, False), schedule=schedule,
             guidance=guidance_for("base", "official", 3.5, batched=False),
         )  # fmt: skip
-        assert_close(alone, want)
+        assert_close(alone, want, REL_TOL)
 
 
 def test_distilled_meanflow_matches_diffusers():
-    ref, ours = build_pair(distilled=True, seed=22)
+    ref, ours = diffusers_pair(PARITY_DISTILLED, seed=22, out_gain=OUT_GAIN)
     pos = prompt(3, valid=11, byt5_valid=5)
     noise = make_noise((1, CHANNELS, H, W), seed=7)
     pipe = pipeline(ref, shift=4.0, general_start=None, ocr_start=None)
     want = run_diffusers(pipe, noise, pos, None, 8, distilled_guidance_scale=3.25)
     # steps 8, scale 3.25, shift 4 and the distilled mode are the variant's defaults
     got = sample(ours, noise, ours_conditioning(pos, True))
-    assert_close(got, want)
+    assert_close(got, want, REL_TOL)
 
 
 # --- Sampler behaviour on tiny random DiTs (no diffusers involved) ---------------------------------------------
-
-
-class Recorder(nn.Module):
-    """Wraps a DiT and records what the sampler feeds it."""
-
-    def __init__(self, inner: HunyuanImageDiT) -> None:
-        super().__init__()
-        self.inner, self.config, self.calls = inner, inner.config, []
-
-    def forward(self, x, t, text, text_mask, byt5=None, byt5_mask=None, guidance=None, timestep_r=None):
-        self.calls.append({"x": x.clone(), "t": t.clone(), "guidance": guidance, "r": timestep_r, "text": text})
-        return self.inner(x, t, text, text_mask, byt5, byt5_mask, guidance=guidance, timestep_r=timestep_r)
-
-
-def tiny(cfg: DiTConfig, seed: int = 0) -> Recorder:
-    model = HunyuanImageDiT(cfg, dtype=torch.float32).eval()
-    model.load_state_dict(random_state(cfg, seed))
-    return Recorder(model)
 
 
 def text(seed: int, valid: int, quoted: bool = False) -> Conditioning:
@@ -225,13 +178,13 @@ def text(seed: int, valid: int, quoted: bool = False) -> Conditioning:
 
 
 @pytest.fixture(scope="module")
-def tiny_base() -> Recorder:
-    return tiny(TINY, seed=1)
+def tiny_base() -> RecordingDiT:
+    return recording_dit(TINY, seed=1)
 
 
 @pytest.fixture(scope="module")
-def tiny_distilled() -> Recorder:
-    return tiny(TINY_DISTILLED, seed=2)
+def tiny_distilled() -> RecordingDiT:
+    return recording_dit(TINY_DISTILLED, seed=2)
 
 
 def planned(model, noise, positive, negative=None, *, latent=None, concat=None, callback=None, **settings):
@@ -311,7 +264,7 @@ def test_img2img_starts_from_the_latent_noised_to_the_first_sigma(tiny_base):
 
 
 def test_refiner_gets_its_condition_channels_and_no_second_timestep():
-    refiner = tiny(TINY_REFINER, seed=3)
+    refiner = recording_dit(TINY_REFINER, seed=3)
     noise = make_noise((1, CHANNELS, 1, 4, 4), 0)
     concat = torch.randn(1, CHANNELS, 1, 4, 4)
     out = sample(refiner, noise, text(1, 5), concat=concat)

@@ -16,6 +16,8 @@ from hunyuan_core.sampling import (
 from hunyuan_core.sampling.schedule import denoise_total_steps
 from hunyuan_core.variants import VARIANTS
 
+pytestmark = pytest.mark.unit
+
 
 def rounded(t: torch.Tensor) -> list[float]:
     return [round(float(v), 4) for v in t]

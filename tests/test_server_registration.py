@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.server
+
 PACK_MODULE = "custom_nodes.ComfyUI-HunyuanImage21"
 EXPECTED_NODES = {
     "HunyuanImage21DiTLoader",

@@ -16,9 +16,11 @@ from text_files import (
     tiny_qwen_vl,
 )
 
-from hunyuan_core.fp8 import Fp8Linear, quantize_fp8
+from hunyuan_core.checkpoints.fp8 import Fp8Linear, quantize_fp8
 from hunyuan_core.text.byt5 import load_glyph_encoder
 from hunyuan_core.text.qwen import TextEncoderError, load_qwen_encoder
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 PROMPT = 'A chalkboard menu that says "Soup of the day"'
 

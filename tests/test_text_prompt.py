@@ -7,6 +7,8 @@ from text_files import QWEN_TOKENIZER
 
 from hunyuan_core.text import REFINER_TEMPLATE, STAGE1_TEMPLATE, extract_quoted, glyph_prompt
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("prompt", "expected"),

@@ -9,23 +9,32 @@ import pytest
 import torch
 from dit_files import TINY as TINY_DIT
 from dit_files import random_state as random_dit_state
+from helpers import save, truncate
 from vae_files import (
+    LAYOUTS,
     TINY,
     TINY_NIN,
     comfy_org,
-    diffusers_layout,
     official_ckpt,
     random_state,
-    save,
     sd_vae_diffusers,
     sd_vae_ldm,
-    truncate,
 )
 
-from hunyuan_core.vae import HunyuanImageVAE, Tiling, VAECheckpointError, VAEConfig, decode, encode, inspect_vae
-from hunyuan_core.vae.checkpoint import DIFFUSERS, ORIGINAL, load_vae
+from hunyuan_core.vae import (
+    HunyuanImageVAE,
+    Tiling,
+    VAECheckpointError,
+    VAEConfig,
+    decode_image,
+    encode_image,
+    inspect_vae,
+)
+from hunyuan_core.vae.checkpoint import ORIGINAL, load_vae
 from hunyuan_core.vae.images import tile_starts, tiled_decode
-from hunyuan_core.vae.model import DiagonalGaussian
+from hunyuan_core.vae_common import DiagonalGaussian
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 log = logging.getLogger(__name__)
 
@@ -39,33 +48,11 @@ def small_vae(seed: int = 0) -> HunyuanImageVAE:
     return model
 
 
-def write(tmp_path, layout: str, state: dict, cfg: VAEConfig):
-    """(path, expected layout, expected prefix, expected dtype) for one published layout."""
-    if layout == "official_ckpt":
-        return save(official_ckpt(state), tmp_path / "vae_2_1" / "pytorch_model.ckpt"), ORIGINAL, "vae.", torch.float32
-    if layout == "comfy_org_fp16":
-        path = save(comfy_org(state), tmp_path / "hunyuan_image_2.1_vae_fp16.safetensors")
-        return path, ORIGINAL, "", torch.float16
-    if layout == "comfy_checkpoint_prefix":
-        path = save(comfy_org(state, "first_stage_model."), tmp_path / "with_prefix.safetensors")
-        return path, ORIGINAL, "first_stage_model.", torch.float16
-    if layout == "diffusers_file":
-        path = save(diffusers_layout(state, cfg), tmp_path / "diffusion_pytorch_model.safetensors")
-        return path, DIFFUSERS, "", torch.float32
-    if layout == "diffusers_folder":
-        save(diffusers_layout(state, cfg), tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
-        return tmp_path / "vae", DIFFUSERS, "", torch.float32
-    raise AssertionError(layout)
-
-
-LAYOUTS = ["official_ckpt", "comfy_org_fp16", "comfy_checkpoint_prefix", "diffusers_file", "diffusers_folder"]
-
-
 @pytest.mark.parametrize("cfg", [TINY, TINY_NIN], ids=["tiny32x", "tiny_nin"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_layout_loads_identical_parameters(tmp_path, cfg, layout):
     state = random_state(cfg)
-    path, expected_layout, prefix, dtype = write(tmp_path, layout, state, cfg)
+    path, expected_layout, prefix, dtype = LAYOUTS[layout].write(tmp_path, state, cfg)
     info = inspect_vae(path)
     assert (info.layout, info.prefix, info.weight_dtype) == (expected_layout, prefix, dtype)
     assert info.config == cfg
@@ -78,10 +65,10 @@ def test_every_layout_loads_identical_parameters(tmp_path, cfg, layout):
 
 def test_full_size_config_is_detected_from_shapes_alone(tmp_path):
     """The real 405.6 M-parameter layout, written as a header-only file of the right shapes (no data read)."""
-    from hunyuan_core.vae import STAGE1
+    from hunyuan_core.vae import STAGE1_VAE
     from hunyuan_core.vae.checkpoint import expected_shapes
 
-    shapes = expected_shapes(STAGE1)
+    shapes = expected_shapes(STAGE1_VAE)
     assert sum(torch.Size(s).numel() for s in shapes.values()) == 405_575_491
     meta = {name: torch.empty(s, dtype=torch.float16, device="meta") for name, s in shapes.items()}
     header = {k: {"dtype": "F16", "shape": list(v.shape), "data_offsets": [0, 0]} for k, v in meta.items()}
@@ -99,7 +86,7 @@ def test_full_size_config_is_detected_from_shapes_alone(tmp_path):
         f.write(struct.pack("<Q", len(raw)) + raw)
         f.truncate(8 + len(raw) + offset)  # sparse: the size is right, nothing is written
     info = inspect_vae(path)
-    assert info.config == STAGE1 and info.layout == ORIGINAL
+    assert info.config == STAGE1_VAE and info.layout == ORIGINAL
 
 
 def test_dtype_override_casts_on_load(tmp_path):
@@ -171,25 +158,25 @@ def test_encode_rejects_sides_not_multiple_of_32_naming_nearest_sizes():
     model = HunyuanImageVAE(TINY_NIN.with_(spatial_compression=4)).eval()  # the check uses the model's factor
     images = torch.rand(1, 70, 100, 3)
     with pytest.raises(ValueError, match=r"100x70 .*multiples of 4.*crop to 100x68 or pad or resize to 100x72"):
-        encode(model, images)
+        encode_image(model, images)
     full = HunyuanImageVAE(VAEConfig(block_out_channels=(32,) * 6, latent_channels=16), device="meta")
     with pytest.raises(ValueError, match=r"1000x700 .*multiples of 32.*crop to 992x672 or pad or resize to 1024x704"):
         full.encode(torch.empty(1, 3, 700, 1000, device="meta"))
     with pytest.raises(ValueError, match=r"pad or resize to 32x32"):
-        encode(full, torch.empty(1, 20, 20, 3, device="meta"))
+        encode_image(full, torch.empty(1, 20, 20, 3, device="meta"))
 
 
 def test_decode_rejects_a_4_channel_latent():
     with pytest.raises(ValueError, match="4-channel SD/SDXL latent"):
-        decode(small_vae(), torch.zeros(1, 4, 8, 8))
+        decode_image(small_vae(), torch.zeros(1, 4, 8, 8))
 
 
 def test_image_api_shapes_and_range():
     model = small_vae()
     images = torch.rand(2, 24, 16, 4)  # an alpha channel is dropped, as ComfyUI's VAEEncode does
-    latents = encode(model, images)
+    latents = encode_image(model, images)
     assert latents.shape == (2, 16, 6, 4) and latents.dtype == torch.float32
-    out = decode(model, latents)
+    out = decode_image(model, latents)
     assert out.shape == (2, 24, 16, 3) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
 
@@ -199,11 +186,13 @@ def test_batch_slicing_equals_unsliced():
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(3, 16, 6, 5, generator=gen)
     images = torch.rand(3, 24, 20, 3, generator=gen)
-    whole = decode(model, z)
+    whole = decode_image(model, z)
     # Not bit-identical: the CPU's convolution kernels may sum in another order for another batch size.
-    torch.testing.assert_close(decode(model, z, batch_size=1), whole, rtol=0, atol=1e-5)
-    torch.testing.assert_close(decode(model, z, batch_size=2), whole, rtol=0, atol=1e-5)
-    torch.testing.assert_close(encode(model, images, batch_size=2), encode(model, images), rtol=0, atol=1e-5)
+    torch.testing.assert_close(decode_image(model, z, batch_size=1), whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(decode_image(model, z, batch_size=2), whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        encode_image(model, images, batch_size=2), encode_image(model, images), rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -211,8 +200,8 @@ def test_half_precision_over_fp32_weights_runs_under_autocast(precision):
     """The official way: fp32 weights, half-precision autocast; close to fp32 (loose: random weights)."""
     model = small_vae()
     z = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(2))
-    ref = decode(model, z)
-    half = decode(model, z, precision=precision)
+    ref = decode_image(model, z)
+    half = decode_image(model, z, precision=precision)
     assert half.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32
     err = (half - ref).abs().max().item()
     log.info("%s autocast decode vs fp32: max abs error %.2e (0..1 scale)", precision, err)
@@ -222,9 +211,9 @@ def test_half_precision_over_fp32_weights_runs_under_autocast(precision):
 def test_fp32_precision_over_half_weights_is_refused():
     model = small_vae().half()
     with pytest.raises(ValueError, match=r"load it with dtype torch\.float32"):
-        decode(model, torch.zeros(1, 16, 2, 2), precision="fp32")
+        decode_image(model, torch.zeros(1, 16, 2, 2), precision="fp32")
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
-        decode(model, torch.zeros(1, 16, 2, 2), precision="fp8")
+        decode_image(model, torch.zeros(1, 16, 2, 2), precision="fp8")
 
 
 def test_posterior_clamps_logvar():
@@ -267,11 +256,11 @@ def test_tiled_decode_error_is_measured_and_bounded():
     error is real; more overlap must reduce it. Bounds are these measurements with margin (0..1 IMAGE scale)."""
     model = small_vae()
     z = torch.randn(1, 16, 12, 12, generator=torch.Generator().manual_seed(0))
-    full = decode(model, z)
-    assert torch.equal(decode(model, z, tiling=Tiling(12, 4)), full)  # one tile: the full decode, exactly
+    full = decode_image(model, z)
+    assert torch.equal(decode_image(model, z, tiling=Tiling(12, 4)), full)  # one tile: the full decode, exactly
     errors = {}
     for tiling in (Tiling(6, 0), Tiling(8, 2), Tiling(10, 4)):
-        diff = (decode(model, z, tiling=tiling) - full).abs()
+        diff = (decode_image(model, z, tiling=tiling) - full).abs()
         errors[tiling] = (diff.max().item(), diff.mean().item())
         log.info("tiled decode %s: max abs error %.3f, mean %.4f", tiling, *errors[tiling])
     maxima = [e[0] for e in errors.values()]

@@ -12,17 +12,17 @@ resamplers change the width. Those configs are checked against ComfyUI, which fo
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 
 import pytest
 import torch
-from vae_files import TINY, TINY_NIN, comfy_org, random_state, save
+from helpers import relative_error, save
+from vae_files import TINY, TINY_NIN, comfy_org, random_state
 
-from hunyuan_core.vae import decode, encode, load_vae
+from hunyuan_core.vae import decode_image, encode_image, load_vae
 from hunyuan_core.vae.checkpoint import DIFFUSERS, inspect_vae
+
+pytestmark = pytest.mark.parity
 
 diffusers = pytest.importorskip("diffusers")
 log = logging.getLogger(__name__)
@@ -47,10 +47,6 @@ def reference_vae(cfg, seed: int = 0):
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * p[0].numel() ** -0.5)
     return model.eval()
-
-
-def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours - ref).abs().max() / ref.abs().max()).item()
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +91,18 @@ def test_image_api_matches_diffusers_round_trip(pair):
     """IMAGE in 0..1 -> latent (posterior mean) -> IMAGE, against diffusers with the same conversions."""
     ref, ours = pair
     images = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(5))
-    latents = encode(ours, images)
+    latents = encode_image(ours, images)
     with torch.no_grad():
         expected_latents = ref.encode(images.movedim(-1, 1) * 2 - 1).latent_dist.mean
         expected = (ref.decode(expected_latents).sample / 2 + 0.5).clamp(0, 1).movedim(1, -1)
     assert relative_error(latents, expected_latents) <= RTOL
-    decoded = decode(ours, latents)
+    decoded = decode_image(ours, latents)
     assert decoded.shape == (1, 64, 96, 3) and decoded.dtype == torch.float32
     assert (decoded - expected).abs().max().item() <= RTOL
 
 
 COMFY_PROBE = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
 sys.path.insert(1, sys.argv[2])
-from comfy.cli_args import args
-args.cpu = True
 import torch
 import comfy.ops
 from comfy.ldm.hunyuan_video.vae import Decoder, Encoder
@@ -139,7 +131,7 @@ with torch.no_grad():
         convs = {type(m).__module__ for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
         out[name] = {"encode": rel(model.encode(x).mean, ref_mean), "decode": rel(model.decode(z), ref_img),
                      "conv_types": sorted(convs)}
-print(json.dumps(out))
+result = out
 """
 
 
@@ -150,15 +142,10 @@ def test_same_names_and_outputs_as_comfyui(tmp_path, cfg):
 
     The config has width-changing ResnetBlocks, so the ``nin_shortcut`` (on the block input, as in the official
     code and ComfyUI) is checked here; diffusers cannot run such a config (see the module docstring)."""
-    from hy21_host import find_comfyui, repo_root
+    from hy21_host import run_in_comfyui
 
     path = save(comfy_org(random_state(cfg, seed=7)), tmp_path / "hunyuan_image_2.1_vae_fp16.safetensors")
-    result = subprocess.run(
-        [sys.executable, "-c", COMFY_PROBE, str(find_comfyui()), str(repo_root()), str(path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_in_comfyui(COMFY_PROBE, path, timeout=120)
     for name in ("plain", "comfy_ops"):
         assert out[name]["encode"] <= RTOL and out[name]["decode"] <= RTOL, out
     assert out["comfy_ops"]["conv_types"] == ["comfy.ops"], out

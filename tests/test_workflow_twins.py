@@ -12,18 +12,24 @@ import urllib.request
 
 import pytest
 
+from hunyuan_core.variants import (
+    BASE,
+    GLYPH_FILE,
+    QWEN_FILE,
+    REFINER,
+    REFINER_VAE_FILE,
+    STAGE1_VAE_FILE,
+    STAGE1_VARIANTS,
+    get_variant,
+)
 from hy21_host import ComfyClient, repo_root
 from hy21_host.host import PACK_NAME
+
+pytestmark = pytest.mark.server
 
 VARIANTS = ("base", "distilled", "base_refiner")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
-DIT_FILES = {"base": "hunyuanimage2.1_bf16.safetensors", "distilled": "hunyuanimage2.1_distilled_bf16.safetensors"}
-REFINER_DIT = "hunyuanimage2.1_refiner_bf16.safetensors"
-REFINER_VAE = "hunyuan_image_refiner_vae_fp16.safetensors"
-QWEN = "qwen_2.5_vl_7b.safetensors"
-BYT5 = "byt5_small_glyphxl_fp16.safetensors"
-VAE = "hunyuan_image_2.1_vae_fp16.safetensors"
 
 
 def ui_workflow(variant: str) -> dict:
@@ -105,31 +111,29 @@ def test_ui_workflow_converts_to_its_api_twin(object_info, variant):
     assert json.dumps(converted, sort_keys=True) == json.dumps(twin, sort_keys=True)
 
 
-@pytest.mark.parametrize("variant", ["base", "distilled"])
+@pytest.mark.parametrize("variant", STAGE1_VARIANTS)
 def test_ui_workflow_names_the_published_files(variant):
+    dit_file = get_variant(variant).dit_file
     nodes = {node["type"]: node for node in ui_workflow(variant)["nodes"]}
-    assert nodes["HunyuanImage21DiTLoader"]["widgets_values"][0] == DIT_FILES[variant]
-    assert nodes["HunyuanImage21TextEncoderLoader"]["widgets_values"][:2] == [QWEN, BYT5]
-    assert nodes["HunyuanImage21VAELoader"]["widgets_values"][0] == VAE
+    assert nodes["HunyuanImage21DiTLoader"]["widgets_values"][0] == dit_file.name
+    assert nodes["HunyuanImage21TextEncoderLoader"]["widgets_values"][:2] == [QWEN_FILE.name, GLYPH_FILE.name]
+    assert nodes["HunyuanImage21VAELoader"]["widgets_values"][0] == STAGE1_VAE_FILE.name
     note = "\n".join(str(v) for v in nodes["Note"]["widgets_values"])
-    for place in (
-        f"models/diffusion_models/{DIT_FILES[variant]}",
-        f"models/text_encoders/{QWEN}",
-        f"models/text_encoders/{BYT5}",
-        f"models/vae/{VAE}",
-    ):
+    for file in (dit_file, QWEN_FILE, GLYPH_FILE, STAGE1_VAE_FILE):
+        place = f"models/{file.folder}/{file.name}"
         assert place in note, f"the note does not say where {place.rsplit('/', 1)[1]} goes"
 
 
 def test_refiner_workflow_names_the_published_files():
     ui = ui_workflow("base_refiner")
     dits = [n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "HunyuanImage21DiTLoader"]
-    assert sorted(dits) == sorted([DIT_FILES["base"], REFINER_DIT])
+    assert sorted(dits) == sorted([BASE.dit_file.name, REFINER.dit_file.name])
     nodes = {node["type"]: node for node in ui["nodes"]}
-    assert nodes["HunyuanImage21VAELoader"]["widgets_values"][0] == VAE
-    assert nodes["HunyuanImage21RefinerVAELoader"]["widgets_values"][0] == REFINER_VAE
+    assert nodes["HunyuanImage21VAELoader"]["widgets_values"][0] == STAGE1_VAE_FILE.name
+    assert nodes["HunyuanImage21RefinerVAELoader"]["widgets_values"][0] == REFINER_VAE_FILE.name
     note = "\n".join(str(v) for v in nodes["Note"]["widgets_values"])
-    for name in (DIT_FILES["base"], REFINER_DIT, QWEN, BYT5, VAE, REFINER_VAE):
+    files = (BASE.dit_file, REFINER.dit_file, QWEN_FILE, GLYPH_FILE, STAGE1_VAE_FILE, REFINER_VAE_FILE)
+    for name in (file.name for file in files):
         assert name in note, f"the note does not say where {name} goes"
     refiner = nodes["HunyuanImage21Refiner"]
     linked = {slot["name"] for slot in refiner["inputs"] if slot.get("link") is not None}

@@ -23,11 +23,13 @@ from hunyuan_core.sampling import Conditioning, make_noise, plan_sampling, sampl
 from hunyuan_core.text.byt5 import load_glyph_encoder
 from hunyuan_core.text.encoder import encode_prompt
 from hunyuan_core.text.qwen import load_qwen_encoder
-from hunyuan_core.variants import DISTILLED
-from hunyuan_core.vae import STAGE1, decode, load_vae
+from hunyuan_core.vae import STAGE1_VAE, decode_image, load_vae
 from hunyuan_core.vae.checkpoint import expected_shapes
+from hunyuan_core.variants import DISTILLED, GLYPH_FILE, QWEN_FILE, STAGE1_VAE_FILE, get_variant
 from hy21_host import PromptRejectedError, repo_root
-from hy21_host.tiny_models import DIT_FILES, GLYPH_FILE, QWEN_FILE, VAE_FILE
+from hy21_host.tiny_models import model_path
+
+pytestmark = pytest.mark.server
 
 VARIANTS = ("distilled", "base")
 WIDTH, HEIGHT = 256, 192  # small custom size: 8x6 latent cells
@@ -111,19 +113,17 @@ def test_fixed_seed_gives_same_image(comfy, variant):
 def core_image(models_dir, comfyui, variant: str, prompt: str, seed: int, steps: int) -> torch.Tensor:
     """The shipped workflow's pipeline run directly through hunyuan_core, as the nodes call it (IMAGE, 0..1)."""
     tokenizers = comfyui / "comfy" / "text_encoders"
-    dit = load_dit(models_dir / "diffusion_models" / DIT_FILES[variant]).eval()
-    qwen = load_qwen_encoder(models_dir / "text_encoders" / QWEN_FILE, tokenizer_dirs=[tokenizers / "qwen25_tokenizer"])
-    glyph = load_glyph_encoder(
-        models_dir / "text_encoders" / GLYPH_FILE, tokenizer_dirs=[tokenizers / "byt5_tokenizer"]
-    )
-    vae = load_vae(models_dir / "vae" / VAE_FILE, dtype=torch.float32)
+    dit = load_dit(model_path(models_dir, get_variant(variant).dit_file)).eval()
+    qwen = load_qwen_encoder(model_path(models_dir, QWEN_FILE), tokenizer_dirs=[tokenizers / "qwen25_tokenizer"])
+    glyph = load_glyph_encoder(model_path(models_dir, GLYPH_FILE), tokenizer_dirs=[tokenizers / "byt5_tokenizer"])
+    vae = load_vae(model_path(models_dir, STAGE1_VAE_FILE), dtype=torch.float32)
     with torch.no_grad():
         positive = Conditioning.of(encode_prompt(qwen, glyph, prompt, None)).to("cpu")  # glyph_text "" -> None
         negative = Conditioning.of(encode_prompt(qwen, glyph, "")).to("cpu")
     noise = make_noise((1, 64, HEIGHT // 32, WIDTH // 32), seed, "official")
     plan = plan_sampling(variant, steps=None if steps == -1 else steps)  # every other widget at -1 / auto
     out = sample(dit, noise, positive, negative, schedule=plan.schedule, guidance=plan.guidance)
-    return decode(vae, to_vae_space(out), precision="fp32")  # 'auto' precision is fp32 on the CPU
+    return decode_image(vae, to_vae_space(out), precision="fp32")  # 'auto' precision is fp32 on the CPU
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -215,7 +215,7 @@ def full_size_vae(comfy_host):
     path = comfy_host.models_dir / "vae" / FULL_VAE_FILE
     gen = torch.Generator().manual_seed(2121)
     state = {}
-    for name, shape in expected_shapes(STAGE1).items():
+    for name, shape in expected_shapes(STAGE1_VAE).items():
         if ".norm" in name and name.endswith(".weight"):
             state[name] = torch.ones(shape, dtype=torch.float16)
         elif not name.startswith("decoder."):
@@ -272,7 +272,7 @@ def expect_next_prompt_runs(comfy, seed: int) -> None:
 
 def test_vae_file_in_the_dit_loader_is_named_as_a_vae(comfy, comfy_host):
     misplaced = comfy_host.models_dir / "diffusion_models" / MISPLACED_VAE
-    misplaced.write_bytes((comfy_host.models_dir / "vae" / VAE_FILE).read_bytes())
+    misplaced.write_bytes(model_path(comfy_host.models_dir, STAGE1_VAE_FILE).read_bytes())
     try:
         graph = workflow("distilled", seed=501)
         graph["1"]["inputs"]["dit_name"] = MISPLACED_VAE

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from helpers import randomize, save
 
 from hy21_host import find_comfyui
 
@@ -13,14 +13,6 @@ HOST_TEXT = find_comfyui() / "comfy" / "text_encoders"
 QWEN_TOKENIZER = HOST_TEXT / "qwen25_tokenizer"
 BYT5_TOKENIZER = HOST_TEXT / "byt5_tokenizer"
 QWEN_VOCAB = 151936  # the real vocabulary: the real tokenizer's ids must all exist
-
-
-def randomize(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return module.eval()
 
 
 def tiny_qwen_vl(hidden: int = 64, heads: int = 2, kv_heads: int = 1, layers: int = 4, seed: int = 0):
@@ -42,7 +34,7 @@ def tiny_qwen_vl(hidden: int = 64, heads: int = 2, kv_heads: int = 1, layers: in
         vocab_size=QWEN_VOCAB,
     )  # fmt: skip
     config._attn_implementation = "sdpa"
-    return randomize(Qwen2_5_VLForConditionalGeneration(config), seed)
+    return randomize(Qwen2_5_VLForConditionalGeneration(config), seed, scale=0.05)
 
 
 def save_qwen_folder(model, folder: Path) -> Path:
@@ -70,7 +62,7 @@ def tiny_glyph_t5(width: int = 64, vocab: int = 1510, seed: int = 1):
         vocab_size=vocab, d_model=width, d_kv=16, d_ff=2 * width, num_layers=2, num_heads=4,
         feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False, dropout_rate=0.0,
     )  # fmt: skip
-    return randomize(T5EncoderModel(config), seed)
+    return randomize(T5EncoderModel(config), seed, scale=0.05)
 
 
 def save_glyph_comfy(model, path: Path) -> Path:
@@ -78,8 +70,7 @@ def save_glyph_comfy(model, path: Path) -> Path:
     state = {
         k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"
     }
-    save_file(state, str(path))
-    return path
+    return save(state, path)
 
 
 def save_glyph_official(model, path: Path) -> Path:
@@ -89,5 +80,4 @@ def save_glyph_official(model, path: Path) -> Path:
         if key == "shared.weight":
             continue
         state["module.text_tower.encoder." + key.removeprefix("encoder.")] = tensor.clone()
-    torch.save({"state_dict": state}, path)
-    return path
+    return save({"state_dict": state}, path)

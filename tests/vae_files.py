@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import torch
-from safetensors.torch import save_file
+from helpers import FileLayout, cached_state
 
 from hunyuan_core.vae import VAEConfig
-from hunyuan_core.vae.checkpoint import diffusers_name, expected_shapes
+from hunyuan_core.vae.checkpoint import DIFFUSERS, ORIGINAL, diffusers_name, expected_shapes
 
 # Six levels and 32x like the real VAE, at widths GroupNorm(32) still accepts; 16 latent channels make the
 # encoder's output shortcut average groups of 8 and the decoder's input shortcut repeat 8 times, as at full size.
@@ -20,17 +17,9 @@ TINY_NIN = VAEConfig(
 )
 
 
+@cached_state
 def random_state(cfg: VAEConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Our (official) state dict with every tensor random, GroupNorm scales included, so nothing is an identity.
-
-    Cached (random numbers are slow on a small CPU): the dict is a fresh copy, the tensors are shared and must
-    not be modified in place.
-    """
-    return dict(_random_state(cfg, seed, dtype))
-
-
-@functools.lru_cache(maxsize=8)
-def _random_state(cfg: VAEConfig, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Our (official) state dict with every tensor random, GroupNorm scales included, so nothing is an identity."""
     gen = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in expected_shapes(cfg).items():
@@ -60,6 +49,28 @@ def comfy_org(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, tor
 def diffusers_layout(state: dict[str, torch.Tensor], cfg: VAEConfig) -> dict[str, torch.Tensor]:
     """diffusers ``AutoencoderKLHunyuanImage`` names (``diffusion_pytorch_model.safetensors``)."""
     return {diffusers_name(name, cfg): tensor for name, tensor in state.items()}
+
+
+# Every published layout, written from our state dict and config, with what inspecting it must report.
+LAYOUTS = {
+    "official_ckpt": FileLayout(
+        "vae_2_1/pytorch_model.ckpt", lambda state, cfg: official_ckpt(state), ORIGINAL, "vae.", torch.float32
+    ),
+    "comfy_org_fp16": FileLayout(
+        "hunyuan_image_2.1_vae_fp16.safetensors", lambda state, cfg: comfy_org(state), ORIGINAL, "", torch.float16
+    ),
+    "comfy_checkpoint_prefix": FileLayout(
+        "with_prefix.safetensors",
+        lambda state, cfg: comfy_org(state, "first_stage_model."),
+        ORIGINAL,
+        "first_stage_model.",
+        torch.float16,
+    ),
+    "diffusers_file": FileLayout("diffusion_pytorch_model.safetensors", diffusers_layout, DIFFUSERS, "", torch.float32),
+    "diffusers_folder": FileLayout(
+        "vae/diffusion_pytorch_model.safetensors", diffusers_layout, DIFFUSERS, "", torch.float32, folder=True
+    ),
+}
 
 
 def sd_vae_ldm(latent: int = 4) -> dict[str, torch.Tensor]:
@@ -98,20 +109,3 @@ def sd_vae_diffusers(latent: int = 4) -> dict[str, torch.Tensor]:
         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=latent, norm_num_groups=32, layers_per_block=1,
     )  # fmt: skip
     return {k: v.contiguous() for k, v in model.state_dict().items()}
-
-
-def save(tensors: dict, path: Path) -> Path:
-    """``.ckpt``/``.pt``/``.bin`` pickled (as the official files), anything else as safetensors."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".pt", ".ckpt", ".bin"):
-        torch.save(tensors, path)
-    else:
-        save_file(tensors, str(path))
-    return path
-
-
-def truncate(path: Path, keep: float = 0.5) -> Path:
-    """Cut a file short, as an interrupted download leaves it."""
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,33 @@ def find_comfyui() -> Path:
         hint = "fix COMFYUI_PATH" if env else "run scripts/setup.sh first"
         raise FileNotFoundError(f"no ComfyUI at {path} (main.py missing); {hint}")
     return path
+
+
+PROBE_PRELUDE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from comfy.cli_args import args
+args.cpu = True
+"""
+
+
+def run_in_comfyui(script: str, *args: object, timeout: float = 300.0):
+    """Run ``script`` in a fresh interpreter inside the hosted ComfyUI (its working directory, on the CPU) and
+    return the value it leaves in ``result``, passed back as JSON.
+
+    The script sees ``sys.argv[1]``, the ComfyUI tree (already first on ``sys.path``), ``sys.argv[2]``, this
+    repository (not on ``sys.path``: a script that imports ``hunyuan_core`` inserts it), then ``args`` as strings;
+    ``json`` and ``sys`` are imported and ``comfy.cli_args.args`` is set up for the CPU before it runs.
+    """
+    comfyui = find_comfyui()
+    program = f"{PROBE_PRELUDE}\n{script}\nprint(json.dumps(result))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", program, str(comfyui), str(repo_root()), *map(str, args)],
+        cwd=comfyui, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"the script exited with {out.returncode} in ComfyUI:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:

@@ -12,25 +12,32 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from hunyuan_core.variants import (
+    BASE,
+    DISTILLED,
+    GLYPH_FILE,
+    QWEN_FILE,
+    REFINER,
+    REFINER_VAE_FILE,
+    STAGE1_VAE_FILE,
+    ModelFile,
+)
+
 log = logging.getLogger(__name__)
 
-DIT_FILES = {"base": "hunyuanimage2.1_bf16.safetensors", "distilled": "hunyuanimage2.1_distilled_bf16.safetensors"}
-REFINER_DIT_FILE = "hunyuanimage2.1_refiner_bf16.safetensors"
-REFINER_VAE_FILE = "hunyuan_image_refiner_vae_fp16.safetensors"
-QWEN_FILE = "qwen_2.5_vl_7b.safetensors"
-GLYPH_FILE = "byt5_small_glyphxl_fp16.safetensors"
-VAE_FILE = "hunyuan_image_2.1_vae_fp16.safetensors"
 QWEN_VOCAB = 151936
 QWEN_HIDDEN = 128  # one 128-wide head, as Qwen2.5 uses: single files carry no config
 GLYPH_WIDTH = 1472  # the DiT's byt5_in width, as in the real model
 
 
-def _random(shapes: dict[str, torch.Size], seed: int, dtype: torch.dtype, scale: float = 0.05) -> dict:
+def random_tensors(shapes: dict[str, torch.Size], seed: int, dtype: torch.dtype, scale: float = 0.05) -> dict:
+    """``N(0, 1) * scale`` for each shape, drawn in order from one generator seeded with ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     return {k: (torch.randn(s, generator=gen) * scale).to(dtype) for k, s in shapes.items()}
 
 
-def _shapes(module: torch.nn.Module) -> dict[str, torch.Size]:
+def shapes_of(module: torch.nn.Module) -> dict[str, torch.Size]:
+    """The shape of every tensor in ``module``'s state dict (a meta-device module is enough)."""
     return {k: v.shape for k, v in module.state_dict().items()}
 
 
@@ -46,7 +53,7 @@ def dit_state(variant: str, seed: int) -> dict[str, torch.Tensor]:
         cfg = cfg.with_(in_channels=128, patch_dims=3, rope_axes=(4, 14, 14), byt5_dim=None)
     with torch.device("meta"):
         model = HunyuanImageDiT(cfg, dtype=torch.bfloat16)
-    return _random(_shapes(model), seed, torch.bfloat16)
+    return random_tensors(shapes_of(model), seed, torch.bfloat16)
 
 
 def qwen_state(seed: int) -> dict[str, torch.Tensor]:
@@ -58,8 +65,8 @@ def qwen_state(seed: int) -> dict[str, torch.Tensor]:
     )  # fmt: skip
     with torch.device("meta"):
         model = Qwen2_5_VLTextModel(config)
-    shapes = {f"model.{k}": s for k, s in _shapes(model).items() if not k.startswith("rotary_emb")}
-    state = _random(shapes, seed, torch.bfloat16)
+    shapes = {f"model.{k}": s for k, s in shapes_of(model).items() if not k.startswith("rotary_emb")}
+    state = random_tensors(shapes, seed, torch.bfloat16)
     state["lm_head.weight"] = torch.zeros(8, QWEN_HIDDEN, dtype=torch.bfloat16)  # present in the real file
     return state
 
@@ -73,8 +80,8 @@ def glyph_state(seed: int) -> dict[str, torch.Tensor]:
     )  # fmt: skip
     with torch.device("meta"):
         model = T5EncoderModel(config)
-    shapes = {k: s for k, s in _shapes(model).items() if k != "encoder.embed_tokens.weight"}
-    state = _random(shapes, seed, torch.float16)
+    shapes = {k: s for k, s in shapes_of(model).items() if k != "encoder.embed_tokens.weight"}
+    state = random_tensors(shapes, seed, torch.float16)
     for key in state:  # T5 layer norms start at one, as trained ones roughly do
         if "layer_norm" in key:
             state[key] = torch.ones_like(state[key])
@@ -87,7 +94,7 @@ def vae_state(seed: int) -> dict[str, torch.Tensor]:
     config = VAEConfig(block_out_channels=(32, 32, 32, 32, 128, 128), layers_per_block=1)
     with torch.device("meta"):
         model = HunyuanImageVAE(config, dtype=torch.float16)
-    state = _random(_shapes(model), seed, torch.float16)
+    state = random_tensors(shapes_of(model), seed, torch.float16)
     for key in state:
         if ".norm" in key and key.endswith(".weight"):
             state[key] = torch.ones_like(state[key])
@@ -100,29 +107,33 @@ def refiner_vae_state(seed: int) -> dict[str, torch.Tensor]:
     from hunyuan_core.refiner_vae.checkpoint import comfy_name, expected_shapes
 
     config = RefinerVAEConfig(block_out_channels=(16, 32, 64, 64, 64), layers_per_block=1)
-    state = _random({comfy_name(k): torch.Size(v) for k, v in expected_shapes(config).items()}, seed, torch.float16)
+    shapes = {comfy_name(k): torch.Size(v) for k, v in expected_shapes(config).items()}
+    state = random_tensors(shapes, seed, torch.float16)
     for key in state:
         if key.endswith(".gamma"):  # RMS norm gains around 1, as trained ones are, so activations stay in range
             state[key] = torch.ones_like(state[key])
     return state
 
 
+def model_path(models_dir: Path, file: ModelFile) -> Path:
+    """Where ComfyUI looks for a released file: ``models_dir/<folder>/<name>``."""
+    return models_dir / file.folder / file.name
+
+
 def write_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
     """Write the tiny set under ``models_dir/<folder>/<real file name>``; existing files are kept."""
     jobs = [
-        *(
-            ("diffusion_models", name, lambda v=variant, i=i: dit_state(v, i))
-            for i, (variant, name) in enumerate(DIT_FILES.items())
-        ),
-        ("diffusion_models", REFINER_DIT_FILE, lambda: dit_state("refiner", 5)),
-        ("text_encoders", QWEN_FILE, lambda: qwen_state(10)),
-        ("text_encoders", GLYPH_FILE, lambda: glyph_state(11)),
-        ("vae", VAE_FILE, lambda: vae_state(12)),
-        ("vae", REFINER_VAE_FILE, lambda: refiner_vae_state(13)),
+        (BASE.dit_file, lambda: dit_state(BASE.name, 0)),
+        (DISTILLED.dit_file, lambda: dit_state(DISTILLED.name, 1)),
+        (REFINER.dit_file, lambda: dit_state(REFINER.name, 5)),
+        (QWEN_FILE, lambda: qwen_state(10)),
+        (GLYPH_FILE, lambda: glyph_state(11)),
+        (STAGE1_VAE_FILE, lambda: vae_state(12)),
+        (REFINER_VAE_FILE, lambda: refiner_vae_state(13)),
     ]
     written = []
-    for folder, name, make in jobs:
-        path = models_dir / folder / name
+    for file, make in jobs:
+        path = model_path(models_dir, file)
         if path.exists() and not overwrite:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
