@@ -4,8 +4,9 @@ Both are DC-AE style autoencoders: resampling moves 2x2 pixel blocks into channe
 strided convolutions, and every resampling step, the encoder's output and the decoder's input carry a
 parameter-free shortcut that averages or repeats channels. Their blocks differ (GroupNorm and 2-D convolutions
 for stage 1; RMS norms and causal 3-D convolutions for the refiner), so the shared pieces below take the block
-classes as arguments. The IMAGE-side helpers turn ComfyUI's ``[B, H, W, 3]`` 0..1 IMAGEs into ``[-1, 1]``
-pixels and back, and run either VAE slice by slice at a chosen working precision.
+classes as arguments; ``Autoencoder`` holds the two halves and the size check of an encode. The IMAGE side
+(``encode_image``/``decode_image``) turns ComfyUI's ``[B, H, W, 3]`` 0..1 IMAGEs into ``[-1, 1]`` pixels and
+back, and runs either VAE slice by slice at a chosen working precision.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 ConfigT = TypeVar("ConfigT", bound="VAEShape")
+Precision = str | torch.dtype | None  # a key of PRECISIONS, a dtype, or None for the weights' own
+Device = torch.device | str | None
 
 
 # --- in-place inference arithmetic ---------------------------------------------------------------------------
@@ -116,7 +119,7 @@ class MidBlock(nn.Module):
         resnet: Callable[..., nn.Module],
         attn: Callable[..., nn.Module],
         dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
+        device: Device = None,
         operations: SimpleNamespace = nn,
     ) -> None:
         super().__init__()
@@ -210,16 +213,29 @@ class DecoderWalk(nn.Module):
         return self.conv_out(h)
 
 
-# --- configs, posterior and sizes ---------------------------------------------------------------------------
+# --- configs, posterior, sizes and the model shell --------------------------------------------------------
 
 
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and not n & (n - 1)
 
 
+@dataclass(frozen=True, kw_only=True)
 class VAEShape:
-    """What both frozen VAE config dataclasses derive from ``block_out_channels``, ``spatial_compression``,
-    ``latent_channels`` and ``layers_per_block``; each subclass lists its checks in ``problem``."""
+    """The fields both VAE configs have, what follows from them and how they are checked; each subclass gives
+    the defaults of its released VAE (the latent facts from ``variants``) and its own checks.
+
+    Keyword-only, so a subclass may default fields declared here without defaults, and a config is never built
+    from a positional list whose order could drift.
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int = 2
+    spatial_compression: int
+    scaling_factor: float  # carried for the sampler (raw latents times it on the way in); the VAE never applies it
 
     NAME = "VAE"
 
@@ -230,7 +246,27 @@ class VAEShape:
             raise ValueError(f"invalid {self.NAME} config: {problem}")
 
     def problem(self) -> str | None:
-        """Why the config cannot build a VAE, or None."""
+        """Why the config cannot build a VAE, or None: the first finding, the shared checks interleaved with
+        each VAE's own (``temporal_problem``, ``widths_problem``, ``resample_problem``) in this fixed order."""
+        return (
+            self.compression_problem()
+            or self.temporal_problem()
+            or self.depth_problem()
+            or self.widths_problem()
+            or self.deepest_problem()
+            or self.resample_problem()
+        )
+
+    def temporal_problem(self) -> str | None:
+        """What is wrong with a time axis; none by default (the stage-1 VAE has no time axis)."""
+        return None
+
+    def widths_problem(self) -> str | None:
+        """What the VAE's norms or shapes forbid among its channel counts."""
+        raise NotImplementedError
+
+    def resample_problem(self) -> str | None:
+        """Which resampler cannot build its parameter-free shortcut from its widths."""
         raise NotImplementedError
 
     def compression_problem(self) -> str | None:
@@ -266,6 +302,19 @@ class VAEShape:
     def encoder_out_group(self) -> int:
         """Channels averaged into each of the encoder's ``2 x latent`` output shortcut channels."""
         return self.block_out_channels[-1] // (2 * self.latent_channels)
+
+    @property
+    def downsample_pairs(self) -> list[tuple[int, int]]:
+        """(in, out) widths of the encoder's downsamplers, one after each of its first ``num_resamples`` levels."""
+        return self._resampler_widths(self.block_out_channels)
+
+    @property
+    def upsample_pairs(self) -> list[tuple[int, int]]:
+        """(in, out) widths of the decoder's upsamplers, at its first (deepest) ``num_resamples`` levels."""
+        return self._resampler_widths(self.decoder_channels)
+
+    def _resampler_widths(self, chans: tuple[int, ...]) -> list[tuple[int, int]]:
+        return [(chans[i], chans[i + 1]) for i in range(self.num_resamples)]
 
     def with_(self: ConfigT, **changes) -> ConfigT:
         return replace(self, **changes)
@@ -317,10 +366,36 @@ def size_problem(width: int, height: int, factor: int) -> str | None:
     )
 
 
+def check_size(width: int, height: int, factor: int) -> None:
+    """Raise ``ValueError`` naming the nearest valid sizes when ``width x height`` cannot be encoded."""
+    problem = size_problem(width, height, factor)
+    if problem:
+        raise ValueError(problem)
+
+
+class Autoencoder(nn.Module):
+    """An encoder and a decoder built from one config: what both VAE models hold, and the encode step they share.
+
+    Subclasses build the two halves (the checkpoints' ``encoder.*`` and ``decoder.*`` names) and check their
+    own input layouts in ``encode`` and ``decode``.
+    """
+
+    def __init__(self, config: VAEShape, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The encoder's posterior for pixels ``x`` (``[..., H, W]``), once the sides suit the compression."""
+        check_size(x.shape[-1], x.shape[-2], self.config.spatial_compression)
+        return DiagonalGaussian.from_moments(self.encoder(x))
+
+
 # --- IMAGE side ----------------------------------------------------------------------------------------------
 
 
-def resolve_precision(precision: str | torch.dtype | None) -> torch.dtype | None:
+def resolve_precision(precision: Precision) -> torch.dtype | None:
     """``"fp32" | "bf16" | "fp16"`` (or a dtype, or None for the weights' own) to a dtype."""
     if precision is None or isinstance(precision, torch.dtype):
         return precision
@@ -336,7 +411,7 @@ def first_weight(vae: nn.Module) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def working_precision(vae: nn.Module, precision: str | torch.dtype | None) -> Iterator[torch.dtype]:
+def working_precision(vae: nn.Module, precision: Precision) -> Iterator[torch.dtype]:
     """Run the VAE at ``precision``; yields the dtype its inputs must have.
 
     Same dtype as the weights (or None): plain. A half precision over wider weights: autocast, which is how the
@@ -369,9 +444,9 @@ def run_sliced(
     vae: nn.Module,
     batch: torch.Tensor,
     step: Callable[[torch.Tensor, int], torch.Tensor],
-    precision: str | torch.dtype | None = None,
-    batch_size: int | None = None,
-    output_device: torch.device | str | None = None,
+    precision: Precision,
+    batch_size: int | None,
+    output_device: Device,
 ) -> torch.Tensor:
     """``step(part, offset)`` over ``batch`` in slices, without autograd, at the working ``precision``.
 
@@ -391,7 +466,10 @@ def run_sliced(
 
 
 def to_image(decoded: torch.Tensor) -> torch.Tensor:
-    """Decoder output ``[B, 3, H, W]`` around [-1, 1] -> IMAGE ``[B, H, W, 3]`` float32 in 0..1."""
+    """Decoder output ``[B, 3, H, W]`` (or one frame, ``[B, 3, 1, H, W]``) around [-1, 1] -> IMAGE
+    ``[B, H, W, 3]`` float32 in 0..1."""
+    if decoded.ndim == 5:
+        decoded = decoded.squeeze(2)
     return decoded.float().div(2).add_(0.5).clamp_(0, 1).movedim(1, -1)
 
 
@@ -399,7 +477,64 @@ def from_image(images: torch.Tensor, factor: int) -> torch.Tensor:
     """IMAGE ``[B, H, W, C>=3]`` in 0..1 -> ``[B, 3, H, W]`` in [-1, 1]; extra channels (alpha) are dropped."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"expected an IMAGE [B, H, W, 3], got shape {tuple(images.shape)}")
-    problem = size_problem(images.shape[2], images.shape[1], factor)
-    if problem:
-        raise ValueError(problem)
+    check_size(images.shape[2], images.shape[1], factor)
     return images[..., :3].movedim(-1, 1) * 2 - 1
+
+
+def encode_image(
+    vae: Autoencoder,
+    images: torch.Tensor,
+    precision: Precision = None,
+    batch_size: int | None = None,
+    output_device: Device = None,
+    generator: torch.Generator | None = None,
+    sample: bool = False,
+) -> torch.Tensor:
+    """IMAGE ``[B, H, W, 3]`` (0..1, sides multiples of the VAE's compression) -> raw latent, float32, laid out as
+    the VAE's ``encode`` gives it.
+
+    The posterior mean by default, as ComfyUI's VAEEncode and stage 1's img2img use it; ``sample=True`` draws
+    ``mean + std * noise`` as the official refiner does (``latent_dist.sample()``), the noise coming from
+    ``generator`` (on its device; the global CPU generator if None), drawn in float32 for the whole batch at once
+    so ``batch_size`` never changes the result. A side that is not a multiple of the compression raises
+    ``ValueError`` naming the nearest valid sizes.
+    """
+    pixels = from_image(images, vae.config.spatial_compression)
+    noise = None
+    if sample:
+        factor = vae.config.spatial_compression
+        shape = (pixels.shape[0], vae.config.latent_channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
+        noise_device = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32)
+
+    def step(part: torch.Tensor, offset: int) -> torch.Tensor:
+        posterior = vae.encode(part)
+        latent = posterior.mean.float()
+        if noise is not None:  # a frame axis, where the VAE has one, holds no extra values: a view suffices
+            eps = noise[offset : offset + part.shape[0]].to(latent.device).view_as(latent)
+            latent = latent + torch.exp(0.5 * posterior.logvar.float()) * eps
+        return latent
+
+    return run_sliced(vae, pixels, step, precision, batch_size, output_device)
+
+
+def decode_image(
+    vae: Autoencoder,
+    latents: torch.Tensor,
+    precision: Precision = None,
+    batch_size: int | None = None,
+    output_device: Device = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Raw latents, laid out as the VAE's ``decode`` takes them -> IMAGE ``[B, H, W, 3]`` (float32, 0..1).
+
+    ``batch_size`` decodes that many images at a time (same result, less memory); ``output_device`` defaults to
+    the latents' device, and each slice moves there as soon as it is done. ``decode`` stands in for
+    ``vae.decode`` on each slice (the stage-1 VAE's opt-in tiled decode).
+    """
+    run = vae.decode if decode is None else decode
+
+    def step(part: torch.Tensor, _offset: int) -> torch.Tensor:
+        return to_image(run(part))
+
+    return run_sliced(vae, latents, step, precision, batch_size, output_device)

@@ -49,4 +49,3 @@ class DiTConfig:
 
     def with_(self, **changes) -> DiTConfig:
         return replace(self, **changes)
-

@@ -9,7 +9,7 @@ from ..vae_common import VAEShape, is_power_of_two
 from ..variants import REFINER_LATENT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RefinerVAEConfig(VAEShape):
     """Everything that decides the refiner VAE's tensors. Detected from a checkpoint's shapes, except the scale.
 
@@ -22,38 +22,46 @@ class RefinerVAEConfig(VAEShape):
     but the temporal steps still decide the convolutions' widths and how the shortcuts fold channels.
     """
 
-    in_channels: int = 3
-    out_channels: int = 3
     latent_channels: int = REFINER_LATENT.channels
-    block_out_channels: tuple[int, ...] = (128, 256, 512, 1024, 1024)
-    layers_per_block: int = 2
     spatial_compression: int = REFINER_LATENT.compression
-    temporal_compression: int = 4
     scaling_factor: float = REFINER_LATENT.scale
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 1024, 1024)
+    temporal_compression: int = 4
 
     NAME = "refiner VAE"
 
-    def problem(self) -> str | None:
-        return (
-            self.compression_problem()
-            or self._temporal_problem()
-            or self.depth_problem()
-            or self._positive_problem()
-            or self.deepest_problem()
-            or self._resample_problem()
-        )
+    @property
+    def num_temporal(self) -> int:
+        """How many of the ``num_resamples`` steps also resample time: 2 for the 4x temporal compression."""
+        return self.temporal_compression.bit_length() - 1
 
-    def _temporal_problem(self) -> str | None:
+    @property
+    def downsamplers(self) -> list[tuple[int, int, bool]]:
+        """``downsample_pairs`` with whether each also halves time: the last ``num_temporal`` do."""
+        first_temporal = self.num_resamples - self.num_temporal
+        return [(c_in, c_out, i >= first_temporal) for i, (c_in, c_out) in enumerate(self.downsample_pairs)]
+
+    @property
+    def upsamplers(self) -> list[tuple[int, int, bool]]:
+        """``upsample_pairs`` with whether each also doubles time: the first (deepest) ``num_temporal`` do."""
+        return [(c_in, c_out, i < self.num_temporal) for i, (c_in, c_out) in enumerate(self.upsample_pairs)]
+
+    @property
+    def decoder_in_repeat(self) -> int:
+        """How often the decoder's input shortcut repeats each latent channel (32 at full size)."""
+        return self.block_out_channels[-1] // self.latent_channels
+
+    def temporal_problem(self) -> str | None:
         if not is_power_of_two(self.temporal_compression) or self.temporal_compression > self.spatial_compression:
             return f"temporal_compression {self.temporal_compression} is not a power of two up to the spatial one"
         return None
 
-    def _positive_problem(self) -> str | None:
+    def widths_problem(self) -> str | None:
         if min(self.block_out_channels) < 1 or min(self.in_channels, self.out_channels, self.latent_channels) < 1:
             return "every channel count must be positive"
         return None
 
-    def _resample_problem(self) -> str | None:
+    def resample_problem(self) -> str | None:
         for c_in, c_out, temporal in self.downsamplers:
             fold = 8 if temporal else 4
             if c_out % fold or (4 * c_in) % c_out:
@@ -62,29 +70,6 @@ class RefinerVAEConfig(VAEShape):
             if (4 * c_out) % c_in or (temporal and c_in % 4):
                 return f"upsampling {c_in} -> {c_out} channels ({'temporal' if temporal else 'spatial'}) is invalid"
         return None
-
-    @property
-    def num_temporal(self) -> int:
-        """How many of those steps also resample time: 2 for the 4x temporal compression."""
-        return self.temporal_compression.bit_length() - 1
-
-    @property
-    def downsamplers(self) -> list[tuple[int, int, bool]]:
-        """(in, out, temporal?) of the encoder's downsamplers, one after each of its first ``num_resamples`` levels."""
-        chans = self.block_out_channels
-        first_temporal = self.num_resamples - self.num_temporal
-        return [(chans[i], chans[i + 1], i >= first_temporal) for i in range(self.num_resamples)]
-
-    @property
-    def upsamplers(self) -> list[tuple[int, int, bool]]:
-        """(in, out, temporal?) of the decoder's upsamplers, at its first (deepest) ``num_resamples`` levels."""
-        chans = self.decoder_channels
-        return [(chans[i], chans[i + 1], i < self.num_temporal) for i in range(self.num_resamples)]
-
-    @property
-    def decoder_in_repeat(self) -> int:
-        """How often the decoder's input shortcut repeats each latent channel (32 at full size)."""
-        return self.block_out_channels[-1] // self.latent_channels
 
 
 REFINER_VAE = RefinerVAEConfig()

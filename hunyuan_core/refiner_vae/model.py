@@ -288,7 +288,7 @@ def _latent_hint(channels: int, expected: int) -> str:
     return ""
 
 
-class RefinerVAE(nn.Module):
+class RefinerVAE(common.Autoencoder):
     """Encoder plus decoder of the refiner VAE on raw tensors (see ``images.py`` for ComfyUI IMAGEs).
 
     ``encode`` takes ``[B, 3, H, W]`` or ``[B, 3, 1, H, W]`` in [-1, 1] (sides multiples of 16) and returns the
@@ -299,21 +299,13 @@ class RefinerVAE(nn.Module):
     def __init__(
         self, config: RefinerVAEConfig = REFINER_VAE, dtype=None, device=None, operations: SimpleNamespace = nn
     ) -> None:
-        super().__init__()
-        self.config = config
-        self.encoder = Encoder(config, dtype, device, operations)
-        self.decoder = Decoder(config, dtype, device, operations)
+        super().__init__(config, Encoder(config, dtype, device, operations), Decoder(config, dtype, device, operations))
 
     def encode(self, x: torch.Tensor) -> common.DiagonalGaussian:
         channels = self.config.in_channels
         if x.ndim not in (4, 5) or x.shape[1] != channels:
             raise ValueError(f"encode expects [B, {channels}, H, W] or [B, {channels}, 1, H, W], got {tuple(x.shape)}")
-        if x.ndim == 4:
-            x = x.unsqueeze(2)
-        problem = common.size_problem(x.shape[4], x.shape[3], self.config.spatial_compression)
-        if problem:
-            raise ValueError(problem)
-        return common.DiagonalGaussian.from_moments(self.encoder(x))
+        return self.posterior(x.unsqueeze(2) if x.ndim == 4 else x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         channels = self.config.latent_channels

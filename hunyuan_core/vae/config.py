@@ -10,7 +10,7 @@ from ..variants import STAGE1_LATENT
 NORM_GROUPS = 32  # every GroupNorm in the VAE has 32 groups (eps 1e-6), so every width must divide by 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VAEConfig(VAEShape):
     """Everything that decides the VAE's tensors. Detected from a checkpoint's shapes, except the latent scale.
 
@@ -18,32 +18,20 @@ class VAEConfig(VAEShape):
     the way out); the VAE itself never applies it, and there is no shift factor.
     """
 
-    in_channels: int = 3
-    out_channels: int = 3
     latent_channels: int = STAGE1_LATENT.channels
-    block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
-    layers_per_block: int = 2
     spatial_compression: int = STAGE1_LATENT.compression
     scaling_factor: float = STAGE1_LATENT.scale
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
     shift_factor: float | None = None
 
     NAME = "VAE"
 
-    def problem(self) -> str | None:
-        return (
-            self.compression_problem()
-            or self.depth_problem()
-            or self._groups_problem()
-            or self.deepest_problem()
-            or self._resample_problem()
-        )
-
-    def _groups_problem(self) -> str | None:
+    def widths_problem(self) -> str | None:
         if any(c % NORM_GROUPS for c in self.block_out_channels):
             return f"every block width must divide by {NORM_GROUPS} (GroupNorm), got {self.block_out_channels}"
         return None
 
-    def _resample_problem(self) -> str | None:
+    def resample_problem(self) -> str | None:
         for c_in, c_out in self.downsample_pairs:
             if c_out % 4 or (4 * c_in) % c_out:
                 return f"downsampling {c_in} -> {c_out} channels cannot average channels for its shortcut"
@@ -51,18 +39,6 @@ class VAEConfig(VAEShape):
             if (4 * c_out) % c_in:
                 return f"upsampling {c_in} -> {c_out} channels cannot repeat channels for its shortcut"
         return None
-
-    @property
-    def downsample_pairs(self) -> list[tuple[int, int]]:
-        """(in, out) widths of the encoder's downsamplers, at its first ``num_resamples`` levels."""
-        chans = self.block_out_channels
-        return [(chans[i], chans[i + 1]) for i in range(self.num_resamples)]
-
-    @property
-    def upsample_pairs(self) -> list[tuple[int, int]]:
-        """(in, out) widths of the decoder's upsamplers, at its first (deepest) ``num_resamples`` levels."""
-        chans = self.decoder_channels
-        return [(chans[i], chans[i + 1]) for i in range(self.num_resamples)]
 
 
 STAGE1_VAE = VAEConfig()

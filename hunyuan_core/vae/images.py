@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from ..vae_common import from_image, run_sliced, to_image
+from .. import vae_common as common
+from ..vae_common import Device, Precision, encode_image
 from .model import HunyuanImageVAE
+
+__all__ = ["Tiling", "decode_image", "encode_image", "tile_starts", "tiled_decode"]
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,10 @@ class Tiling:
 def decode_image(
     vae: HunyuanImageVAE,
     latents: torch.Tensor,
-    precision: str | torch.dtype | None = None,
+    precision: Precision = None,
     batch_size: int | None = None,
     tiling: Tiling | None = None,
-    output_device: torch.device | str | None = None,
+    output_device: Device = None,
 ) -> torch.Tensor:
     """Raw latents ``[B, 64, h, w]`` -> IMAGE ``[B, 32h, 32w, 3]`` (float32, 0..1) on ``output_device``.
 
@@ -51,33 +55,11 @@ def decode_image(
     decodes overlapping spatial tiles, an approximation (see ``Tiling``). ``output_device`` defaults to the
     latents' device; each slice moves there as soon as it is done.
     """
+    decode = None
     if tiling is not None:
         log.info("tiled VAE decode (%s): approximate, the official pipeline decodes in one piece", tiling)
-
-    def step(z: torch.Tensor, _offset: int) -> torch.Tensor:
-        return to_image(vae.decode(z) if tiling is None else tiled_decode(vae, z, tiling))
-
-    return run_sliced(vae, latents, step, precision, batch_size, output_device)
-
-
-def encode_image(
-    vae: HunyuanImageVAE,
-    images: torch.Tensor,
-    precision: str | torch.dtype | None = None,
-    batch_size: int | None = None,
-    output_device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """IMAGE ``[B, H, W, 3]`` (0..1, sides multiples of 32) -> raw latent ``[B, 64, H/32, W/32]`` float32.
-
-    The latent is the posterior mean, as in ComfyUI's VAEEncode; a side that is not a multiple of 32 raises
-    ``ValueError`` naming the nearest valid sizes.
-    """
-    pixels = from_image(images, vae.config.spatial_compression)
-
-    def step(part: torch.Tensor, _offset: int) -> torch.Tensor:
-        return vae.encode(part).mean.float()
-
-    return run_sliced(vae, pixels, step, precision, batch_size, output_device)
+        decode = partial(tiled_decode, vae, tiling=tiling)
+    return common.decode_image(vae, latents, precision, batch_size, output_device, decode)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

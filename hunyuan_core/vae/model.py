@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..vae_common import (
+    Autoencoder,
     DecoderWalk,
     DiagonalGaussian,
     EncoderWalk,
@@ -27,7 +28,6 @@ from ..vae_common import (
     build_levels,
     channels_to_space,
     group_mean,
-    size_problem,
     space_to_channels,
 )
 from .config import NORM_GROUPS, STAGE1_VAE, VAEConfig
@@ -139,7 +139,7 @@ class Decoder(DecoderWalk):
         self.conv_out = _conv(width, cfg.out_channels, 3, dtype, device, operations)
 
 
-class HunyuanImageVAE(nn.Module):
+class HunyuanImageVAE(Autoencoder):
     """Encoder plus decoder of the stage-1 VAE, working on raw tensors (see ``images.py`` for ComfyUI IMAGEs).
 
     ``encode`` takes ``[B, 3, H, W]`` in [-1, 1] and returns the posterior; ``decode`` takes raw latents
@@ -150,18 +150,12 @@ class HunyuanImageVAE(nn.Module):
     def __init__(
         self, config: VAEConfig = STAGE1_VAE, dtype=None, device=None, operations: SimpleNamespace = nn
     ) -> None:
-        super().__init__()
-        self.config = config
-        self.encoder = Encoder(config, dtype, device, operations)
-        self.decoder = Decoder(config, dtype, device, operations)
+        super().__init__(config, Encoder(config, dtype, device, operations), Decoder(config, dtype, device, operations))
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"encode expects [B, {self.config.in_channels}, H, W] images, got {tuple(x.shape)}")
-        problem = size_problem(x.shape[3], x.shape[2], self.config.spatial_compression)
-        if problem:
-            raise ValueError(problem)
-        return DiagonalGaussian.from_moments(self.encoder(x))
+        return self.posterior(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
