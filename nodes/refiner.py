@@ -9,11 +9,10 @@ from comfy_api.latest import io
 from ..hunyuan_core.pipelines import RefinerSettings, refine_image
 from ..hunyuan_core.pipelines.refiner import SEED_SPACE
 from ..hunyuan_core.sampling import NOISE_MODES
-from ..hunyuan_core.sampling.refiner import check_refiner
 from ..hunyuan_core.variants import BASE, DISTILLED, REFINER, REFINER_CONDITION_STRENGTH
 from . import management, widgets
 from .types import Conditioning, DiTModel, PromptPair, RefinerVAE, TextEncoderBundle, TextEncoders
-from .vae import AUTO, PRECISIONS, resolve_precision
+from .vae import AUTO, PRECISIONS, device_precision
 
 OFFICIAL_VALUES = "the official value"
 
@@ -84,11 +83,10 @@ class HunyuanImage21Refiner(io.ComfyNode):
         seed: int, steps: int, guidance_scale: float, shift: float, condition_strength: float, noise_mode: str,
         vae_precision: str,
     ) -> io.NodeOutput:  # fmt: skip
-        check_refiner(model.model)
         settings = RefinerSettings(
             steps=widgets.or_official(steps), shift=widgets.or_official(shift),
             guidance_scale=widgets.or_official(guidance_scale), condition_strength=condition_strength,
-            noise_mode=noise_mode, vae_precision=resolve_precision(vae_precision, refiner_vae),
+            noise_mode=noise_mode, vae_precision=device_precision(vae_precision, refiner_vae),
         )  # fmt: skip
         patchers = {id(p.model): p for p in (model, refiner_vae, text_encoders.qwen)}
         import latent_preview  # pulls in transformers via ComfyUI: keep it out of the pack's import

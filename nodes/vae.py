@@ -14,7 +14,7 @@ PRECISIONS = list(VAE_PRECISIONS)  # the working precisions both VAEs accept, in
 AUTO = "auto"
 
 
-def resolve_precision(precision: str, vae) -> str:
+def device_precision(precision: str, vae) -> str:
     """``auto``: the official fp16 decode on a GPU, fp32 on the CPU (where fp16 convolutions are slow)."""
     if precision != AUTO:
         return precision
@@ -56,7 +56,7 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
         management.load(vae)
         tiling = Tiling(tile=tile_size, overlap=tile_size // 4) if tile_size else None
         images = decode_image(
-            vae.model, latent["samples"], precision=resolve_precision(precision, vae),
+            vae.model, latent["samples"], precision=device_precision(precision, vae),
             batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),
         )  # fmt: skip
         return io.NodeOutput(images)

@@ -56,7 +56,9 @@ def test_cached_state_hands_out_fresh_dicts_of_shared_tensors():
 
 def test_save_and_file_layouts(tmp_path):
     state = {"a": torch.arange(3.0)}
-    assert torch.equal(torch.load(save(state, tmp_path / "x.ckpt"))["a"], state["a"])  # pickled, as released
+    assert torch.equal(
+        torch.load(save(state, tmp_path / "x.ckpt"), weights_only=True)["a"], state["a"]
+    )  # pickled, as released
     assert torch.equal(load_file(save(state, tmp_path / "deep" / "x.safetensors"))["a"], state["a"])
     halves = FileLayout("vae/model.safetensors", lambda s: {k: v.half() for k, v in s.items()}, "L", "", torch.float16)
     assert halves.write(tmp_path, state) == (tmp_path / "vae" / "model.safetensors", "L", "", torch.float16)
