@@ -17,19 +17,38 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 class Fp8Linear(nn.Module):
-    """``y = x @ (weight * scale).T + bias`` with ``weight`` kept in fp8 and the product formed in ``compute_dtype``."""
+    """``y = x @ (weight * scale).T + bias`` with ``weight`` kept in fp8 and the product formed in ``compute_dtype``.
+
+    Built empty (on the meta device during a load) and given its tensors through ``load_state_dict``, like every
+    other layer: ``weight`` (fp8), ``weight_scale`` (fp32, one value or one per output row) and ``bias``.
+    """
 
     def __init__(
-        self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, compute_dtype: torch.dtype
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        compute_dtype: torch.dtype,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if weight.dtype not in FP8_DTYPES:
-            raise ValueError(f"Fp8Linear needs a float8 weight, got {weight.dtype}")
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.in_features, self.out_features = in_features, out_features
         self.compute_dtype = compute_dtype
+        weight = torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn, device=device)
         self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.register_buffer("weight_scale", scale.float().reshape(-1, 1) if scale.numel() > 1 else scale.float())
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=compute_dtype, device=device)) if bias else None
+        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        # The scale is one value or one per output row, whichever the file has: the empty buffer takes its shape.
+        scale = state_dict.get(prefix + "weight_scale")
+        if scale is not None and scale.shape != self.weight_scale.shape:
+            self.weight_scale = torch.empty(scale.shape, dtype=torch.float32, device="meta")
+        weight = state_dict.get(prefix + "weight")
+        if weight is not None and weight.dtype not in FP8_DTYPES:
+            errors.append(f"Fp8Linear {prefix}weight: needs a float8 tensor, got {weight.dtype}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     def dequantized_weight(self) -> torch.Tensor:
         return (self.weight.float() * self.weight_scale).to(self.compute_dtype)
@@ -63,17 +82,25 @@ class Fp8Weight(NamedTuple):
         return self.weight.float() * scale
 
 
-def swap_in_fp8(
-    model: nn.Module,
-    module_name: str,
-    weight: Fp8Weight,
-    bias: torch.Tensor | None,
-    compute_dtype: torch.dtype,
-    device: torch.device | str,
-) -> Fp8Linear:
-    """Replace the ``Linear`` at ``module_name`` by an ``Fp8Linear`` holding the fp8 weight, scale and bias."""
-    bias = None if bias is None else bias.to(device, compute_dtype)
-    layer = Fp8Linear(weight.weight.to(device), weight.scale.to(device), bias, compute_dtype)
+def fp8_state(
+    weight: Fp8Weight, bias: torch.Tensor | None, compute_dtype: torch.dtype, device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """The state dict an ``Fp8Linear`` loads: the fp8 weight as stored, its scale in fp32 (a column of per-row
+    scales when the fused layer's parts had their own), the bias in the compute dtype."""
+    scale = weight.scale.float()
+    scale = scale.reshape(-1, 1) if scale.numel() > 1 else scale
+    state = {"weight": weight.weight.to(device), "weight_scale": scale.to(device)}
+    if bias is not None:
+        state["bias"] = bias.to(device, compute_dtype)
+    return state
+
+
+def swap_in_fp8(model: nn.Module, module_name: str, *, has_bias: bool, compute_dtype: torch.dtype) -> Fp8Linear:
+    """Replace the ``Linear`` at ``module_name`` by an empty ``Fp8Linear`` of the same size (on the meta device),
+    ready for ``load_state_dict``. The sizes come from the layer's attributes: a lazy layer has no weight yet."""
+    linear = model.get_submodule(module_name)
+    with torch.device("meta"):
+        layer = Fp8Linear(linear.in_features, linear.out_features, has_bias, compute_dtype)
     parent, _, child = module_name.rpartition(".")
     setattr(model.get_submodule(parent), child, layer)
     return layer

@@ -1,20 +1,26 @@
-"""Build a model on the meta device and fill each parameter straight from a checkpoint reader.
+"""Build a model on the meta device and load each module's tensors straight from a checkpoint reader.
 
-Nothing is allocated until a tensor is read, and each tensor is moved into its parameter as it is read, so peak
-memory stays close to the model's own size instead of twice it (model plus a loaded state dict). Every loader
-fills through ``fill_parameters``: how a parameter is set is decided here, in one place.
+Nothing is allocated until a tensor is read, and each tensor becomes its parameter as it is read, so peak memory
+stays close to the model's own size instead of twice it (model plus a loaded state dict).
+
+Every tensor reaches its layer through ``load_state_dict(..., assign=True)``, one module at a time, the way
+ComfyUI's own loaders hand weights over. That is the one contract every ``comfy.ops`` implementation honours: an
+eager layer takes the tensor as its parameter, and a lazy one (current ComfyUI with dynamic VRAM builds ``Linear``
+and ``Embedding`` holding ``None`` until ``_load_from_state_dict``) receives it there. The names a model needs come
+from its plain ``torch.nn`` build, since a lazy layer's ``state_dict()`` lists nothing before it is loaded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import SimpleNamespace
 from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .fp8 import Fp8Linear, Fp8Weight, swap_in_fp8
+from .fp8 import Fp8Weight, fp8_state, swap_in_fp8
 
 M = TypeVar("M", bound=nn.Module)
 # A reader gives the tensor for one parameter name: plain, or an fp8 weight with its scale.
@@ -46,12 +52,47 @@ def _plain(value: torch.Tensor | Fp8Weight) -> torch.Tensor:
     return value.dequantized() if isinstance(value, Fp8Weight) else value
 
 
-def set_parameter(module: nn.Module, leaf: str, tensor: torch.Tensor) -> None:
-    """Put ``tensor`` in as the module's parameter ``leaf`` (frozen: these models are only run)."""
-    setattr(module, leaf, nn.Parameter(tensor, requires_grad=False))
+def _by_module(names: Iterable[str]) -> dict[str, list[str]]:
+    """Tensor names grouped by the module that owns them: ``{"a.b": ["weight", "bias"]}``."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        module_name, _, leaf = name.rpartition(".")
+        groups.setdefault(module_name, []).append(leaf)
+    return groups
 
 
-def fill_parameters(
+def _joined(module_name: str, leaf: str) -> str:
+    return f"{module_name}.{leaf}" if module_name else leaf
+
+
+def load_module(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """``module.load_state_dict(state, assign=True)`` for the module's own tensors; raises ValueError naming the
+    tensors the module did not take (its children's missing keys are not its business)."""
+    try:
+        missing, unexpected = module.load_state_dict(dict(state), strict=False, assign=True)
+    except RuntimeError as exc:  # shape mismatches: torch collects them and raises once
+        raise ValueError(f"{where}: {exc}") from None
+    refused = [k for k in state if k in missing] + list(unexpected)
+    if refused:
+        raise ValueError(f"{where}: the layer did not take {', '.join(refused)}")
+
+
+def unfilled(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """Tensors ``model`` still lacks: an expected name holding ``None`` (a lazy layer never given its tensor) or
+    a meta tensor, and any parameter left on the meta device."""
+    names = list(names)
+    left = []
+    for name in names:
+        module_name, _, leaf = name.rpartition(".")
+        value = getattr(model.get_submodule(module_name), leaf, None)
+        if not isinstance(value, torch.Tensor) or value.is_meta:
+            left.append(name)
+    known = set(names)
+    left += [n for n, p in model.named_parameters() if p.is_meta and n not in known]
+    return left
+
+
+def load_weights(
     model: nn.Module,
     names: Iterable[str],
     read: Reader,
@@ -61,29 +102,40 @@ def fill_parameters(
     error: type[CheckpointError],
     file_name: str,
 ) -> None:
-    """Fill the parameters ``names`` of a meta-device ``model`` from ``read``, cast to ``dtype`` on ``device``.
+    """Load the tensors ``names`` into a meta-device ``model`` from ``read``, cast to ``dtype`` on ``device``.
 
-    An fp8 ``Linear`` weight replaces its layer by an ``Fp8Linear`` (weight, scale and bias together); any other
-    fp8 tensor is dequantized. Raises ``error`` if a parameter is still on the meta device afterwards.
+    Streams one module at a time through ``load_state_dict(assign=True)``. An fp8 ``Linear`` weight replaces its
+    layer by an ``Fp8Linear`` (weight, scale and bias together); any other fp8 tensor is dequantized. Raises
+    ``error`` when a layer refuses a tensor or a needed tensor is still missing afterwards. The model comes back
+    frozen (these models are only run).
     """
-    for name in list(names):
-        module_name, _, leaf = name.rpartition(".")
+    names = list(names)
+    for module_name, leaves in _by_module(names).items():
         module = model.get_submodule(module_name)
-        if isinstance(module, Fp8Linear):
-            continue  # filled together with its weight
-        value = read(name)
-        if isinstance(value, Fp8Weight) and isinstance(module, nn.Linear) and leaf == "weight":
-            bias = _plain(read(f"{module_name}.bias")) if module.bias is not None else None
-            swap_in_fp8(model, module_name, value, bias, dtype, device)
-            continue
-        set_parameter(module, leaf, _plain(value).to(device=device, dtype=dtype))
-    left = [n for n, p in model.named_parameters() if p.is_meta]
+        values = {leaf: read(_joined(module_name, leaf)) for leaf in leaves}
+        weight = values.get("weight")
+        if isinstance(weight, Fp8Weight) and isinstance(module, nn.Linear):
+            bias = _plain(values["bias"]) if "bias" in values else None
+            module = swap_in_fp8(model, module_name, has_bias=bias is not None, compute_dtype=dtype)
+            state = fp8_state(weight, bias, dtype, device)
+        else:
+            state = {leaf: _plain(v).to(device=device, dtype=dtype) for leaf, v in values.items()}
+        try:
+            load_module(module, state, module_name or "the model")
+        except ValueError as exc:
+            raise error(f"{file_name}: {exc}") from None
+    model.requires_grad_(False)
+    left = unfilled(model, names)
     if left:
-        raise error(f"{file_name}: parameters left unfilled after loading: {left[:5]}")
+        raise error(
+            f"{file_name}: {len(left)} tensors left unfilled after loading (e.g. {', '.join(left[:3])}): the "
+            "model's layers did not take them"
+        )
 
 
-def build_and_fill(
-    build: Callable[[], M],
+def build_and_load(
+    build: Callable[[SimpleNamespace], M],
+    operations: SimpleNamespace,
     read: Reader,
     *,
     dtype: torch.dtype,
@@ -91,7 +143,9 @@ def build_and_fill(
     error: type[CheckpointError],
     file_name: str,
 ) -> M:
-    """``build()`` on the meta device, then every state-dict entry filled from ``read``; returned in eval mode."""
-    model = on_meta(build)
-    fill_parameters(model, model.state_dict(), read, dtype=dtype, device=device, error=error, file_name=file_name)
+    """``build(operations)`` on the meta device, then every tensor of the plain ``torch.nn`` build loaded from
+    ``read``; returned in eval mode."""
+    names = meta_shapes(lambda: build(nn))
+    model = on_meta(lambda: build(operations))
+    load_weights(model, names, read, dtype=dtype, device=device, error=error, file_name=file_name)
     return model.eval()

@@ -25,7 +25,7 @@ from torch import nn
 from .complete import detect_or_damaged, redownload, require_complete
 from .errors import CheckpointError
 from .files import TensorFile, open_checkpoint
-from .meta import build_and_fill
+from .meta import build_and_load
 from .views import NamedView
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ class VAELoader(Generic[InfoT, M]):
         """
         info, view = self.inspect_file(self.format.open(path))
         compute = dtype or info.weight_dtype
-        model = build_and_fill(
-            lambda: self.model(info.config, dtype=compute, operations=operations), view.get, dtype=compute,
+        model = build_and_load(
+            lambda ops: self.model(info.config, dtype=compute, operations=ops), operations, view.get, dtype=compute,
             device=device, error=self.format.error, file_name=view.file.path.name,
         )  # fmt: skip
         log.info("loaded %s: %s", info.path.name, info.describe())

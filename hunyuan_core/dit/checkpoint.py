@@ -23,7 +23,7 @@ from ..checkpoints.files import TensorFile, open_checkpoint
 from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
 from ..checkpoints.fp8 import quantize_fp8 as quantize_to_fp8
 from ..checkpoints.identify import describe_checkpoint
-from ..checkpoints.meta import fill_parameters, meta_shapes, on_meta
+from ..checkpoints.meta import load_weights, meta_shapes, on_meta, state_shapes
 from ..checkpoints.views import names_under
 from ..variants import BASE, REFINER, VARIANTS
 from . import keys as K
@@ -264,29 +264,34 @@ def load_dit(
     file_dtype = info.weight_dtype if info.weight_dtype not in FP8_DTYPES else torch.bfloat16
     compute = dtype or file_dtype
 
+    def build(ops: SimpleNamespace) -> HunyuanImageDiT:
+        return HunyuanImageDiT(info.config, dtype=compute, operations=ops, attention_backend=attention_backend)
+
+    reference = on_meta(lambda: build(nn))  # the names and kinds of every tensor, whatever ``operations`` builds
+    quantized = _block_linear_weights(reference) if quantize_fp8 else set()
+
     def read(name: str) -> torch.Tensor | Fp8Weight:
         tensor, scale = _read(view, name, scales)
-        if quantize_fp8 and scale is None and _is_block_linear_weight(name, model):
+        if scale is None and name in quantized:
             tensor, scale = quantize_to_fp8(tensor)
         return tensor if scale is None else Fp8Weight(tensor, scale)
 
-    model = on_meta(
-        lambda: HunyuanImageDiT(info.config, dtype=compute, operations=operations, attention_backend=attention_backend)
-    )
-    fill_parameters(
-        model, model.state_dict(), read, dtype=compute, device=device, error=DiTCheckpointError,
+    model = on_meta(lambda: build(operations))
+    load_weights(
+        model, state_shapes(reference), read, dtype=compute, device=device, error=DiTCheckpointError,
         file_name=file.path.name,
     )  # fmt: skip
     log.info("loaded %s: %s", file.path.name, info.describe())
     return model.eval()
 
 
-def _is_block_linear_weight(name: str, model: nn.Module) -> bool:
-    """The layers the official fp8 release quantizes: every Linear inside the double and single blocks."""
-    module_name, _, leaf = name.rpartition(".")
-    if leaf != "weight" or not name.startswith(("double_blocks.", "single_blocks.")):
-        return False
-    return isinstance(model.get_submodule(module_name), nn.Linear)
+def _block_linear_weights(model: nn.Module) -> set[str]:
+    """The weights the official fp8 release quantizes: every Linear inside the double and single blocks."""
+    return {
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if name.startswith(("double_blocks.", "single_blocks.")) and isinstance(module, nn.Linear)
+    }
 
 
 def _read(view: _View, name: str, scales: _Scales | None) -> tuple[torch.Tensor, torch.Tensor | None]:

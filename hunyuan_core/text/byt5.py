@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -17,7 +18,8 @@ from torch import nn
 from ..checkpoints.complete import redownload, require_complete
 from ..checkpoints.files import TensorFile, open_checkpoint
 from ..checkpoints.identify import describe_checkpoint
-from ..checkpoints.meta import fill_parameters, on_meta, parameter_shapes
+from ..checkpoints.meta import load_weights, on_meta, parameter_shapes
+from ..checkpoints.operations import adopt_operations
 from ..variants import GLYPH_FILE
 from .prompt import GLYPH_MAX_TOKENS
 from .qwen import EncodedText, TextEncoderError
@@ -125,8 +127,12 @@ def load_glyph_encoder(
     device: torch.device | str = "cpu",
     tokenizer_dirs: list[str | Path] = (),
     expected_width: int | None = GLYPH_WIDTH,
+    operations: SimpleNamespace = nn,
 ) -> GlyphEncoder:
-    """Load Comfy-Org's ``byt5_small_glyphxl_fp16.safetensors`` or Glyph-SDXL-v2's ``byt5_model.pt``, in fp32."""
+    """Load Comfy-Org's ``byt5_small_glyphxl_fp16.safetensors`` or Glyph-SDXL-v2's ``byt5_model.pt``, in fp32.
+
+    Its ``Linear`` and ``Embedding`` layers are ``operations``' classes (ComfyUI's ``comfy.ops`` in the nodes).
+    """
     from transformers import T5EncoderModel
 
     path = Path(path)
@@ -144,7 +150,8 @@ def load_glyph_encoder(
         expected, names.__contains__, lambda name: file.shape(names[name]), error=TextEncoderError,
         file_name=path.name, what="ByT5 glyph encoder", fix=FIX,
     )  # fmt: skip
-    fill_parameters(
+    on_meta(lambda: adopt_operations(model, operations))
+    load_weights(
         model, expected, lambda name: file.get(names[name]), dtype=torch.float32, device=device,
         error=TextEncoderError, file_name=path.name,
     )  # fmt: skip

@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -22,7 +23,8 @@ from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile, open_checkpoint
 from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
 from ..checkpoints.identify import describe_checkpoint
-from ..checkpoints.meta import fill_parameters, on_meta, parameter_shapes
+from ..checkpoints.meta import load_weights, on_meta, parameter_shapes
+from ..checkpoints.operations import adopt_operations
 from ..variants import QWEN_FILE, QWEN_FP8_FILE
 from .prompt import STAGE1_TEMPLATE, PromptTemplate
 
@@ -219,8 +221,11 @@ def load_qwen_encoder(
     dtype: torch.dtype | None = torch.bfloat16,
     device: torch.device | str = "cpu",
     tokenizer_dirs: list[str | Path] = (),
+    operations: SimpleNamespace = nn,
 ) -> QwenPromptEncoder:
     """Load a Qwen2.5-VL folder or single file (bf16 or fp8-scaled) as the stage-1/refiner prompt encoder.
+
+    Its ``Linear`` and ``Embedding`` layers are ``operations``' classes (ComfyUI's ``comfy.ops`` in the nodes).
 
     Tokenizer: the folder's own, else the first of ``tokenizer_dirs`` that has one (the nodes pass the host
     ComfyUI's ``qwen25_tokenizer``).
@@ -249,8 +254,9 @@ def load_qwen_encoder(
         expected, tensors.__contains__, tensors.shape, error=TextEncoderError, file_name=file_name,
         what="Qwen2.5-VL text encoder", fix=FIX,
     )  # fmt: skip
-    fill_parameters(model, expected, tensors.read, dtype=compute, device=device, error=TextEncoderError,
-                    file_name=file_name)  # fmt: skip
+    on_meta(lambda: adopt_operations(model, operations))
+    load_weights(model, expected, tensors.read, dtype=compute, device=device, error=TextEncoderError,
+                 file_name=file_name)  # fmt: skip
     _rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)
