@@ -5,7 +5,10 @@
   ``open_checkpoint`` (folder search, failures as the loader's own error).
 - ``identify``: what a file appears to be, for refusals (``describe_checkpoint``, ``describe_foreign_vae``).
 - ``complete``: the one completeness check and its message (missing / misshapen tensors, which file to re-download).
-- ``meta``: build on the meta device, shapes without memory, and ``fill_parameters``, the one fill loop.
+- ``meta``: build on the meta device, shapes without memory, and ``load_weights``, the one load loop: each module's
+  tensors streamed from the file through ``load_state_dict(assign=True)``, so eager, lazy and quantized
+  ``comfy.ops`` layers all receive them as ComfyUI's own loaders hand them over.
+- ``operations``: ``adopt_operations``, the host's layer classes put into a transformers model's meta build.
 - ``fp8``: ``Fp8Linear``, per-tensor quantization and ``swap_in_fp8``, the one Linear -> Fp8Linear swap.
 - ``views``: a file seen under the model's parameter names (``NamedView``).
 - ``vae_layouts``: what the stage-1 and refiner VAE loaders share (layouts, diffusers names, ``VAEFormat``,
