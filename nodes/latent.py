@@ -9,10 +9,11 @@ import torch
 from comfy_api.latest import io
 
 from ..hunyuan_core import resolution
+from . import host, widgets
 
 log = logging.getLogger(__name__)
 
-SIZE_CHOICES = [p.label for p in resolution.OFFICIAL_SIZES] + [resolution.CUSTOM_SIZE]
+SIZE_CHOICES = (*(p.label for p in resolution.OFFICIAL_SIZES), resolution.CUSTOM_SIZE)  # the size menu and check
 MAX_BATCH = 4096
 
 
@@ -45,7 +46,8 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21EmptyLatent",
             display_name="HunyuanImage 2.1 Empty Latent",
             category="HunyuanImage/latent",
@@ -55,9 +57,9 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
                 "below the 2K range still run but lose quality (artifacts, broken faces)."
             ),
             inputs=[
-                io.Combo.Input(
+                widgets.combo_input(
                     "size",
-                    options=SIZE_CHOICES,
+                    SIZE_CHOICES,
                     default=SIZE_CHOICES[0],
                     tooltip=(
                         "Image size in pixels. The five presets are the official 2K sizes; choose 'custom' to "
@@ -75,16 +77,16 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
                 ),
             ],
             outputs=[io.Latent.Output(tooltip="Zero latent with 64 channels at 1/32 of the image size.")],
+            search_aliases=host.aliases("empty latent image", "resolution", "image size", "2k"),
         )
 
     @classmethod
     def validate_inputs(cls, size: str, width: int, height: int) -> bool | str:
         """Refuse a bad size before the prompt runs (ComfyUI itself checks batch_size's min and max)."""
-        if size is None or width is None or height is None:
-            return True  # linked inputs are unknown until run time; execute() checks them
-        if size not in SIZE_CHOICES:
-            return f"size {size!r} is not one of {SIZE_CHOICES}"
-        return resolution.size_problem(*resolve_size(size, width, height)) or True
+        problem = widgets.choice_problem("size", size, SIZE_CHOICES)
+        if problem is None and None not in (size, width, height):  # linked inputs: execute() checks them
+            problem = resolution.size_problem(*resolve_size(size, width, height))
+        return widgets.verdict(problem)
 
     @classmethod
     def execute(cls, size: str, width: int, height: int, batch_size: int) -> io.NodeOutput:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import comfy.latent_formats
-import comfy.ops
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -16,19 +15,21 @@ from ..hunyuan_core.text.byt5 import load_glyph_encoder
 from ..hunyuan_core.text.qwen import load_qwen_encoder
 from ..hunyuan_core.vae import load_vae
 from ..hunyuan_core.variants import DISTILLED, GLYPH_FILE, QWEN_FILE, REFINER_VAE_FILE, STAGE1_VAE_FILE
-from . import management
+from . import host, management, widgets
 from .types import VAE, DiTModel, RefinerVAE, TextEncoderBundle, TextEncoders
 
 log = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp8_e4m3fn": "fp8"}
+WEIGHT_DTYPE_CHOICES = tuple(WEIGHT_DTYPES)  # the weight_dtype menu and its check
 NO_GLYPH = "none"
 
 
 class HunyuanImage21DiTLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21DiTLoader",
             display_name="HunyuanImage 2.1 DiT Loader",
             category="HunyuanImage/loaders",
@@ -43,9 +44,9 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
                     options=folder_paths.get_filename_list("diffusion_models"),
                     tooltip=f"The DiT file in models/diffusion_models, e.g. {DISTILLED.dit_file.name}.",
                 ),
-                io.Combo.Input(
+                widgets.combo_input(
                     "weight_dtype",
-                    options=list(WEIGHT_DTYPES),
+                    WEIGHT_DTYPE_CHOICES,
                     default="auto",
                     tooltip=(
                         "auto keeps the file's precision (fp8 files stay fp8). fp8_e4m3fn stores a bf16 file's "
@@ -54,13 +55,15 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
                 ),
             ],
             outputs=[DiTModel.Output(display_name="model", tooltip="The loaded DiT with its detected variant.")],
+            search_aliases=host.aliases("load diffusion model", "unet loader", "dit loader", "hunyuan dit"),
         )
 
     @classmethod
     def validate_inputs(cls, dit_name: str, weight_dtype: str) -> bool | str:
-        if weight_dtype is not None and weight_dtype not in WEIGHT_DTYPES:
-            return f"weight_dtype {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}"
-        return management.choice_problem("diffusion_models", dit_name) or True
+        return widgets.verdict(
+            management.file_problem("dit_name", "diffusion_models", dit_name),
+            widgets.choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPE_CHOICES),
+        )
 
     @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
@@ -70,7 +73,7 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
         model = load_dit(
             path,
             dtype=choice if isinstance(choice, torch.dtype) else None,
-            operations=comfy.ops.manual_cast,
+            operations=management.operations(),
             quantize_fp8=choice == "fp8",
         )
         # Live previews: ComfyUI's RGB factors for stage-1 latents (model space); the refiner's format has none.
@@ -86,7 +89,8 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         files = folder_paths.get_filename_list("text_encoders")
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21TextEncoderLoader",
             display_name="HunyuanImage 2.1 Text Encoder Loader",
             category="HunyuanImage/loaders",
@@ -114,27 +118,29 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
             outputs=[
                 TextEncoders.Output(display_name="text_encoders", tooltip="Both encoders, for the text-encode node.")
             ],
+            search_aliases=host.aliases("load clip", "text encoder loader", "qwen2.5-vl", "byt5", "glyph"),
         )
 
     @classmethod
     def validate_inputs(cls, qwen: str, byt5: str) -> bool | str:
-        problems = [
-            management.choice_problem("text_encoders", qwen),
-            management.choice_problem("text_encoders", byt5, extra=(NO_GLYPH,)),
-        ]
-        return "; ".join(p for p in problems if p) or True
+        return widgets.verdict(
+            management.file_problem("qwen", "text_encoders", qwen),
+            management.file_problem("byt5", "text_encoders", byt5, extra=(NO_GLYPH,)),
+        )
 
     @classmethod
     def execute(cls, qwen: str, byt5: str) -> io.NodeOutput:
         qwen_model = load_qwen_encoder(
             management.resolve("text_encoders", qwen),
             tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
+            operations=management.operations(),
         )
         glyph = None
         if byt5 != NO_GLYPH:
             glyph = load_glyph_encoder(
                 management.resolve("text_encoders", byt5),
                 tokenizer_dirs=[management.host_tokenizer_dir("byt5_tokenizer")],
+                operations=management.operations(),
             )
         bundle = TextEncoderBundle(
             qwen=management.patch(qwen_model, "text"),
@@ -143,15 +149,19 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
         return io.NodeOutput(bundle)
 
 
-def vae_loader_schema(node_id: str, display_name: str, description: str, file_tooltip: str, output) -> io.Schema:
+def vae_loader_schema(
+    node_id: str, display_name: str, description: str, file_tooltip: str, output: io.Output, aliases: list[str]
+) -> io.Schema:
     """The schema both VAE loaders share: one file from models/vae, one output."""
-    return io.Schema(
+    return host.build(
+        io.Schema,
         node_id=node_id,
         display_name=display_name,
         category="HunyuanImage/loaders",
         description=description,
         inputs=[io.Combo.Input("vae_name", options=folder_paths.get_filename_list("vae"), tooltip=file_tooltip)],
         outputs=[output],
+        search_aliases=aliases,
     )
 
 
@@ -165,16 +175,17 @@ class HunyuanImage21VAELoader(io.ComfyNode):
             f"{STAGE1_VAE_FILE.official}, or diffusers weights.",
             "The stage-1 VAE file (64 latent channels, 32x compression).",
             VAE.Output(display_name="vae", tooltip="The VAE, for the pack's decode and encode nodes."),
+            host.aliases("load vae", "vae loader"),
         )
 
     @classmethod
     def validate_inputs(cls, vae_name: str) -> bool | str:
-        return management.choice_problem("vae", vae_name) or True
+        return management.file_problem("vae_name", "vae", vae_name) or True
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
         # fp32 weights as the official pipeline keeps them; the decode node picks fp16 autocast on GPUs.
-        vae = load_vae(management.resolve("vae", vae_name), dtype=torch.float32, operations=comfy.ops.manual_cast)
+        vae = load_vae(management.resolve("vae", vae_name), dtype=torch.float32, operations=management.operations())
         return io.NodeOutput(management.patch(vae, "vae"))
 
 
@@ -189,15 +200,16 @@ class HunyuanImage21RefinerVAELoader(io.ComfyNode):
             f"{REFINER_VAE_FILE.official}, or diffusers weights (AutoencoderKLHunyuanImageRefiner).",
             "The refiner VAE file (32 latent channels, 16x compression), not the stage-1 VAE.",
             RefinerVAE.Output(display_name="refiner_vae", tooltip="For the HunyuanImage 2.1 Refiner node."),
+            host.aliases("load vae", "refiner vae", "vae loader"),
         )
 
     @classmethod
     def validate_inputs(cls, vae_name: str) -> bool | str:
-        return management.choice_problem("vae", vae_name) or True
+        return management.file_problem("vae_name", "vae", vae_name) or True
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
         # fp32 weights; the refiner node runs them under fp16 autocast on GPUs, as the official decode does.
         path = management.resolve("vae", vae_name)
-        vae = load_refiner_vae(path, dtype=torch.float32, operations=comfy.ops.manual_cast)
+        vae = load_refiner_vae(path, dtype=torch.float32, operations=management.operations())
         return io.NodeOutput(management.patch(vae, "vae"))

@@ -1,7 +1,8 @@
-"""Hand the pack's models to ComfyUI's model management (ModelPatcher + load_models_gpu).
+"""Hand the pack's models to ComfyUI's model management: the one place that decides how (layers, patcher, loading).
 
 ComfyUI then moves them to the GPU right before use, loads them partially when VRAM is short, and evicts them
-when other models need the room; the pack itself never unloads anything by force.
+when other models need the room; the pack itself never unloads anything by force. What differs between ComfyUI
+releases (the patcher class, dtype archiving) is found from the host's own modules, never from its version.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import folder_paths
 import torch
 
@@ -21,18 +23,44 @@ def host_tokenizer_dir(name: str) -> str:
     return os.path.join(HOST_TOKENIZERS, name)
 
 
+def operations() -> type:
+    """The ``comfy.ops`` namespace every loader builds its layers with.
+
+    ``manual_cast`` casts each weight to the compute dtype as the layer runs, which is what lets ComfyUI keep part
+    of a model off the GPU; one home, so a host with other layer classes is followed here and nowhere else.
+    """
+    return comfy.ops.manual_cast
+
+
+def patcher_class() -> type[comfy.model_patcher.ModelPatcher]:
+    """The patcher ComfyUI's own loaders use: ``CoreModelPatcher`` where the host has it (current releases rebind
+    it at start-up, e.g. to their dynamic-VRAM patcher), else the plain ``ModelPatcher`` (0.3.75).
+
+    Looked up at call time, since the host may rebind it after the pack is imported.
+    """
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
 def patch(model: torch.nn.Module, role: str) -> comfy.model_patcher.ModelPatcher:
-    """Wrap a core module; ``role`` picks ComfyUI's devices for it (diffusion, text, vae)."""
+    """Wrap a core module as ComfyUI wraps its own; ``role`` picks ComfyUI's devices for it (diffusion, text, vae).
+
+    Where the host has ``archive_model_dtypes`` it records each weight's stored dtype on the module first, as
+    ComfyUI's own loaders do before wrapping, so its patcher can restore and cast weights correctly.
+    """
     devices = {
         "diffusion": (mm.get_torch_device, mm.unet_offload_device),
         "text": (mm.text_encoder_device, mm.text_encoder_offload_device),
         "vae": (mm.vae_device, mm.vae_offload_device),
     }
     load_device, offload_device = (f() for f in devices[role])
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    archive = getattr(mm, "archive_model_dtypes", None)
+    if archive is not None:
+        archive(model)
+    return patcher_class()(model, load_device=load_device, offload_device=offload_device)
 
 
-def load(*patchers: comfy.model_patcher.ModelPatcher) -> None:
+def load(*patchers: comfy.model_patcher.ModelPatcher | None) -> None:
+    """Have ComfyUI bring these models to their device right before use (partially, evicting others, as needed)."""
     mm.load_models_gpu([p for p in patchers if p is not None])
 
 
@@ -56,15 +84,18 @@ def model_folders(folder: str) -> list[str]:
     return found
 
 
-def choice_problem(folder: str, name: str | None, extra: tuple[str, ...] = ()) -> str | None:
-    """Why ``name`` cannot be loaded from ``models/<folder>`` (None when it can), for a loader's validate_inputs.
+def file_problem(name: str, folder: str, value: str | None, extra: tuple[str, ...] = ()) -> str | None:
+    """Why the file (or model folder) chosen in input ``name`` cannot be loaded from ``models/<folder>`` (None when
+    it can, or when the input is linked), for a loader's ``validate_inputs``.
 
-    ComfyUI 0.3.75 does not check V3 combo values against their options, so the loaders do it themselves.
+    ComfyUI 0.3.75 does not check V3 combo values against their options, so the loaders do it themselves; the
+    list is read now, so a file added since the menu was built is accepted. Values in ``extra`` (e.g. "none")
+    are accepted as they are.
     """
-    if name is None or name in extra:
+    if value is None or value in extra:
         return None
     available = folder_paths.get_filename_list(folder) + (model_folders(folder) if folder == "text_encoders" else [])
-    if name in available:
+    if value in available:
         return None
     shown = ", ".join(available[:8]) + (" ..." if len(available) > 8 else "") or "nothing"
-    return f"{name!r} is not in models/{folder} (found: {shown}); put the file there or pick one of those"
+    return f"{name}: {value!r} is not in models/{folder} (found: {shown}); put the file there or pick one of those"

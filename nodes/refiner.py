@@ -10,9 +10,9 @@ from ..hunyuan_core.pipelines import RefinerSettings, refine_image
 from ..hunyuan_core.pipelines.refiner import SEED_SPACE
 from ..hunyuan_core.sampling import NOISE_MODES
 from ..hunyuan_core.variants import BASE, DISTILLED, REFINER, REFINER_CONDITION_STRENGTH
-from . import management, widgets
+from . import host, management, widgets
 from .types import Conditioning, DiTModel, PromptPair, RefinerVAE, TextEncoderBundle, TextEncoders
-from .vae import AUTO, PRECISIONS, device_precision
+from .vae import AUTO, DECODE_PRECISIONS, device_precision
 
 OFFICIAL_VALUES = "the official value"
 
@@ -20,7 +20,8 @@ OFFICIAL_VALUES = "the official value"
 class HunyuanImage21Refiner(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21Refiner",
             display_name="HunyuanImage 2.1 Refiner",
             category="HunyuanImage/sampling",
@@ -50,32 +51,39 @@ class HunyuanImage21Refiner(io.ComfyNode):
                     "guidance, no CFG.",
                 ),
                 widgets.shift_input(f"-1 = official ({REFINER.shift:g})."),
-                io.Float.Input(
-                    "condition_strength", default=REFINER_CONDITION_STRENGTH, min=0.0, max=1.0, step=0.01,
+                host.build(
+                    io.Float.Input, "condition_strength", default=REFINER_CONDITION_STRENGTH, min=0.0, max=1.0,
+                    step=0.01, advanced=True,
                     tooltip=f"Noise mixed into the stage-1 latent (official {REFINER_CONDITION_STRENGTH:g}): "
                     "s*noise + (1-s)*latent. Higher lets the refiner change more.",
                 ),
-                io.Combo.Input(
-                    "noise_mode", options=list(NOISE_MODES), default="official",
+                widgets.combo_input(
+                    "noise_mode", NOISE_MODES, default="official", advanced=True,
                     tooltip="official: the official pipeline's starting noise for the seed (bf16 draw). comfy: fp32.",
                 ),
-                io.Combo.Input(
-                    "vae_precision", options=[AUTO, *PRECISIONS], default=AUTO,
+                widgets.combo_input(
+                    "vae_precision", DECODE_PRECISIONS, default=AUTO, advanced=True,
                     tooltip="auto: fp16 on a GPU (as official), fp32 on the CPU.",
                 ),
             ],
             outputs=[io.Image.Output(tooltip="The refined image, same size as the input.")],
+            search_aliases=host.aliases("refiner", "refine", "second stage", "detailer", "hires fix"),
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, steps: int, guidance_scale: float, shift: float, condition_strength: float) -> bool | str:
-        problem = widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES)
-        if problem is None and condition_strength is not None and not 0 <= condition_strength <= 1:
-            problem = (
-                f"condition_strength {condition_strength} is invalid: it must be in [0, 1] "
-                f"(official {REFINER_CONDITION_STRENGTH:g})"
-            )
-        return problem or True
+    def validate_inputs(
+        cls, steps: int, guidance_scale: float, shift: float, condition_strength: float, noise_mode: str,
+        vae_precision: str,
+    ) -> bool | str:  # fmt: skip
+        """Refuse impossible settings before the prompt runs; each problem names its input."""
+        bad_strength = condition_strength is not None and not 0 <= condition_strength <= 1
+        return widgets.verdict(
+            widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
+            f"condition_strength {condition_strength} is invalid: it must be in [0, 1] "
+            f"(official {REFINER_CONDITION_STRENGTH:g})" if bad_strength else None,
+            widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
+            widgets.choice_problem("vae_precision", vae_precision, DECODE_PRECISIONS),
+        )  # fmt: skip
 
     @classmethod
     def execute(

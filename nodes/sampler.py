@@ -7,11 +7,11 @@ from comfy_api.latest import io
 
 from ..hunyuan_core.sampling import MODES, NOISE_MODES, make_noise, plan_sampling, sample, to_model_space, to_vae_space
 from ..hunyuan_core.variants import BASE, DISTILLED, REFINER
-from . import management, widgets
+from . import host, management, widgets
 from .types import Conditioning, DiTModel, PromptPair
 
 AUTO = "auto"
-GUIDANCE_MODES = [AUTO, *MODES]
+GUIDANCE_MODES = (AUTO, *MODES)  # the guidance_mode menu and its check
 OFFICIAL_VALUES = "the model's official value"
 
 
@@ -32,7 +32,8 @@ def check_stage1_latent(config, samples) -> None:
 class HunyuanImage21Sampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21Sampler",
             display_name="HunyuanImage 2.1 Sampler",
             category="HunyuanImage/sampling",
@@ -61,8 +62,8 @@ class HunyuanImage21Sampler(io.ComfyNode):
                     f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g}). Higher spends more steps "
                     "on coarse structure.",
                 ),
-                io.Combo.Input(
-                    "guidance_mode", options=GUIDANCE_MODES, default=AUTO,
+                widgets.combo_input(
+                    "guidance_mode", GUIDANCE_MODES, default=AUTO, advanced=True,
                     tooltip=(
                         "auto: official for base (CFG, then APG from step 6, or 39 with quoted text), embedded "
                         "for distilled. cfg/apg: one method throughout (base only)."
@@ -72,22 +73,28 @@ class HunyuanImage21Sampler(io.ComfyNode):
                     "denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                     tooltip="1 for text-to-image. Below 1 keeps that much of the input latent's structure (img2img).",
                 ),
-                io.Combo.Input(
-                    "noise_mode", options=list(NOISE_MODES), default="official",
+                widgets.combo_input(
+                    "noise_mode", NOISE_MODES, default="official", advanced=True,
                     tooltip="official: the official pipeline's noise (bf16 draw). comfy: ComfyUI's fp32 draw.",
                 ),
                 io.Sigmas.Input("sigmas", optional=True, tooltip="Custom sigmas; override steps, shift, denoise."),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent, ready for VAE decode.")],
+            search_aliases=host.aliases("ksampler", "sampler", "apg", "meanflow", "text to image"),
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, steps: int, guidance_scale: float, shift: float, denoise: float) -> bool | str:
+    def validate_inputs(
+        cls, steps: int, guidance_scale: float, shift: float, denoise: float, guidance_mode: str, noise_mode: str
+    ) -> bool | str:
         """Refuse impossible settings before the prompt runs (-1 means 'model default')."""
-        problem = widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES)
-        if problem is None and denoise is not None and not 0 < denoise <= 1:
-            problem = f"denoise {denoise} is invalid: it must be in (0, 1]"
-        return problem or True
+        bad_denoise = denoise is not None and not 0 < denoise <= 1
+        return widgets.verdict(
+            widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
+            f"denoise {denoise} is invalid: it must be in (0, 1]" if bad_denoise else None,
+            widgets.choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES),
+            widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
+        )
 
     @classmethod
     def execute(

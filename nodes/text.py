@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from ..hunyuan_core.sampling import Conditioning as CoreConditioning
 from ..hunyuan_core.text import STAGE1_TEMPLATE
 from ..hunyuan_core.text.encoder import encode_prompt
-from . import management
+from . import host, management
 from .types import Conditioning, PromptPair, TextEncoderBundle, TextEncoders
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def prompt_problem(prompt: str) -> str | None:
 class HunyuanImage21TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21TextEncode",
             display_name="HunyuanImage 2.1 Text Encode",
             category="HunyuanImage/conditioning",
@@ -67,16 +68,19 @@ class HunyuanImage21TextEncode(io.ComfyNode):
                     default="",
                     tooltip="What to avoid (base model only; the distilled model ignores it). Official: empty.",
                 ),
-                io.String.Input(
+                host.build(
+                    io.String.Input,
                     "glyph_text",
                     multiline=True,
                     default="",
                     tooltip="Optional: the exact text to render, one item per line, instead of what the prompt quotes.",
+                    advanced=True,
                 ),
             ],
             outputs=[
                 Conditioning.Output(display_name="conditioning", tooltip="Positive and negative, for the sampler.")
             ],
+            search_aliases=host.aliases("clip text encode", "prompt", "text encode", "qwen", "glyph text"),
         )
 
     @classmethod

@@ -7,11 +7,12 @@ from comfy_api.latest import io
 
 from ..hunyuan_core.vae import Tiling, decode_image, encode_image
 from ..hunyuan_core.vae_common import PRECISIONS as VAE_PRECISIONS
-from . import management
+from . import host, management, widgets
 from .types import VAE
 
-PRECISIONS = list(VAE_PRECISIONS)  # the working precisions both VAEs accept, in menu order
 AUTO = "auto"
+ENCODE_PRECISIONS = tuple(VAE_PRECISIONS)  # the working precisions both VAEs accept: the encode menu and its check
+DECODE_PRECISIONS = (AUTO, *ENCODE_PRECISIONS)  # the decode menus (here and in the refiner) and their check
 
 
 def device_precision(precision: str, vae) -> str:
@@ -24,7 +25,8 @@ def device_precision(precision: str, vae) -> str:
 class HunyuanImage21VAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21VAEDecode",
             display_name="HunyuanImage 2.1 VAE Decode",
             category="HunyuanImage/latent",
@@ -35,21 +37,27 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
             inputs=[
                 VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader."),
                 io.Latent.Input("latent", tooltip="A [B, 64, H/32, W/32] latent, e.g. from the sampler."),
-                io.Combo.Input(
-                    "precision", options=[AUTO, *PRECISIONS], default=AUTO,
+                widgets.combo_input(
+                    "precision", DECODE_PRECISIONS, default=AUTO, advanced=True,
                     tooltip="auto: fp16 on a GPU (as official), fp32 on the CPU. fp32 is exact but slower.",
                 ),
-                io.Int.Input(
-                    "batch_slice", default=0, min=0, max=64,
+                host.build(
+                    io.Int.Input, "batch_slice", default=0, min=0, max=64, advanced=True,
                     tooltip="Decode this many images at a time (0 = all at once). Same result, less memory.",
                 ),
-                io.Int.Input(
-                    "tile_size", default=0, min=0, max=256,
+                host.build(
+                    io.Int.Input, "tile_size", default=0, min=0, max=256, advanced=True,
                     tooltip="0 = no tiling (official). Else tile size in latent cells (32 px): less memory, inexact.",
                 ),
             ],
             outputs=[io.Image.Output(tooltip="The decoded images, 0..1.")],
+            search_aliases=host.aliases("vae decode", "decode latent", "tiled decode"),
         )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, precision: str) -> bool | str:
+        """Refuse an unknown precision before the prompt runs (ComfyUI 0.3.75 does not check combo values)."""
+        return widgets.verdict(widgets.choice_problem("precision", precision, DECODE_PRECISIONS))
 
     @classmethod
     def execute(cls, vae, latent: dict, precision: str, batch_slice: int, tile_size: int) -> io.NodeOutput:
@@ -65,7 +73,8 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
 class HunyuanImage21VAEEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return host.build(
+            io.Schema,
             node_id="HunyuanImage21VAEEncode",
             display_name="HunyuanImage 2.1 VAE Encode",
             category="HunyuanImage/latent",
@@ -73,13 +82,19 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
             inputs=[
                 VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader."),
                 io.Image.Input("image", tooltip="The image to encode; width and height must be multiples of 32."),
-                io.Combo.Input(
-                    "precision", options=PRECISIONS, default="fp32",
+                widgets.combo_input(
+                    "precision", ENCODE_PRECISIONS, default="fp32", advanced=True,
                     tooltip="fp32 is exact; fp16/bf16 halve the memory.",
                 ),
             ],
             outputs=[io.Latent.Output(tooltip="The posterior mean latent, [B, 64, H/32, W/32].")],
+            search_aliases=host.aliases("vae encode", "encode image", "img2img"),
         )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, precision: str) -> bool | str:
+        """Refuse an unknown precision before the prompt runs (ComfyUI 0.3.75 does not check combo values)."""
+        return widgets.verdict(widgets.choice_problem("precision", precision, ENCODE_PRECISIONS))
 
     @classmethod
     def execute(cls, vae, image, precision: str) -> io.NodeOutput:

@@ -1,8 +1,19 @@
-"""Widget conventions shared by the sampling nodes: -1 means "the loaded model's official value"."""
+"""Widget conventions shared by the nodes: -1 means "the loaded model's official value"; combo choices are checked.
+
+Combo checks: ComfyUI 0.3.75 does not compare V3 combo values with their options, and newer servers skip that
+comparison for every input a node's ``validate_inputs`` names. So each node checks its combos itself, with
+:func:`choice_problem` reading the same tuple its schema shows, and the message is the same on every host.
+ComfyUI attaches a failing ``validate_inputs`` string to every input that function takes, so each problem starts
+with the input's own name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from comfy_api.latest import io
+
+from . import host
 
 OFFICIAL = -1  # on the steps, guidance and shift widgets
 
@@ -23,7 +34,33 @@ def guidance_input(tooltip: str) -> io.Float.Input:
 
 
 def shift_input(tooltip: str) -> io.Float.Input:
-    return io.Float.Input("shift", default=OFFICIAL, min=OFFICIAL, max=100.0, step=0.1, round=0.01, tooltip=tooltip)
+    """The schedule shift: folded away as advanced where the host can (the official value rarely needs changing)."""
+    return host.build(
+        io.Float.Input, "shift", default=OFFICIAL, min=OFFICIAL, max=100.0, step=0.1, round=0.01, tooltip=tooltip,
+        advanced=True,
+    )  # fmt: skip
+
+
+def combo_input(
+    name: str, options: Sequence[str], default: str, tooltip: str, advanced: bool = False
+) -> io.Combo.Input:
+    """A combo whose menu is ``options``: pass the same tuple to :func:`choice_problem` in ``validate_inputs``."""
+    return host.build(
+        io.Combo.Input, name, options=list(options), default=default, tooltip=tooltip, advanced=advanced or None
+    )
+
+
+def choice_problem(name: str, value: object, options: Sequence[object]) -> str | None:
+    """Why ``value`` is not one of the combo ``name``'s ``options`` (None when it is, or when the input is linked:
+    ComfyUI passes None for a value that only exists at run time)."""
+    if value is None or value in options:
+        return None
+    return f"{name} {value!r} is not one of the choices: {', '.join(map(str, options))}"
+
+
+def verdict(*problems: str | None) -> bool | str:
+    """What ``validate_inputs`` returns: True, or every problem found, each naming its input."""
+    return "; ".join(p for p in problems if p) or True
 
 
 def settings_problem(steps: int | None, guidance_scale: float | None, shift: float | None, official: str) -> str | None:
