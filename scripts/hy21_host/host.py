@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,7 +15,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +30,32 @@ def repo_root() -> Path:
 
 
 def find_comfyui() -> Path:
-    """The ComfyUI to host: ``$COMFYUI_PATH`` when set, else the tree scripts/setup.sh unpacked."""
+    """The ComfyUI to host: ``$COMFYUI_PATH`` when set, else the tree scripts/setup.sh unpacked.
+
+    Made absolute, since servers and probes run with the tree itself as their working directory.
+    """
     env = os.environ.get("COMFYUI_PATH")
-    path = Path(env) if env else repo_root() / ".host" / "ComfyUI"
+    path = Path(env).expanduser().absolute() if env else repo_root() / ".host" / "ComfyUI"
     if not (path / "main.py").is_file():
         hint = "fix COMFYUI_PATH" if env else "run scripts/setup.sh first"
         raise FileNotFoundError(f"no ComfyUI at {path} (main.py missing); {hint}")
     return path
 
+
+def comfyui_version(comfyui: Path) -> str:
+    """The tree's version as its ``comfyui_version.py`` states it (read as text, nothing imported); ``unknown``
+    for a tree without one, so reports can say which host ran without depending on its layout."""
+    try:
+        text = (comfyui / "comfyui_version.py").read_text()
+    except OSError:
+        return "unknown"
+    found = re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text)
+    return found.group(1) if found else "unknown"
+
+
+# What this process ran in which tree ({(tree, "server" | "probe"): count}), so a test session can report which
+# ComfyUI it really used (tests/conftest.py prints it at the end).
+USES: Counter[tuple[str, str]] = Counter()
 
 PROBE_PRELUDE = """
 import json, sys
@@ -43,24 +64,36 @@ from comfy.cli_args import args
 args.cpu = True
 """
 
+# Hands the result back with the file ``comfy`` was really imported from, which run_in_comfyui checks.
+PROBE_EPILOGUE = """
+import comfy.cli_args as _hy21_cli
+print(json.dumps({"result": result, "comfy_file": _hy21_cli.__file__}))
+"""
 
-def run_in_comfyui(script: str, *args: object, timeout: float = 300.0):
+
+def run_in_comfyui(script: str, *args: object, timeout: float = 300.0) -> Any:
     """Run ``script`` in a fresh interpreter inside the hosted ComfyUI (its working directory, on the CPU) and
     return the value it leaves in ``result``, passed back as JSON.
 
     The script sees ``sys.argv[1]``, the ComfyUI tree (already first on ``sys.path``), ``sys.argv[2]``, this
     repository (not on ``sys.path``: a script that imports ``hunyuan_core`` inserts it), then ``args`` as strings;
-    ``json`` and ``sys`` are imported and ``comfy.cli_args.args`` is set up for the CPU before it runs.
+    ``json`` and ``sys`` are imported and ``comfy.cli_args.args`` is set up for the CPU before it runs. Raises if
+    ``comfy`` came from anywhere but that tree (an installed copy shadowing it would make the run meaningless).
     """
     comfyui = find_comfyui()
-    program = f"{PROBE_PRELUDE}\n{script}\nprint(json.dumps(result))\n"
+    program = f"{PROBE_PRELUDE}\n{script}\n{PROBE_EPILOGUE}"
     out = subprocess.run(
         [sys.executable, "-c", program, str(comfyui), str(repo_root()), *map(str, args)],
         cwd=comfyui, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if out.returncode:
         raise RuntimeError(f"the script exited with {out.returncode} in ComfyUI:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    imported = Path(report["comfy_file"]).resolve()
+    if not imported.is_relative_to(comfyui.resolve()):
+        raise RuntimeError(f"the script imported ComfyUI from {imported}, not from the tree {comfyui}")
+    USES[str(comfyui), "probe"] += 1
+    return report["result"]
 
 
 def free_port() -> int:
@@ -82,7 +115,7 @@ class ComfyHost:
         python: str = sys.executable,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.comfyui = comfyui or find_comfyui()
+        self.comfyui = Path(comfyui).absolute() if comfyui else find_comfyui()
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="hy21-comfy-"))
         self.python = python
@@ -141,7 +174,11 @@ class ComfyHost:
             try:
                 with urllib.request.urlopen(f"{self.url}/object_info", timeout=5) as resp:
                     if resp.status == 200:
-                        log.info("ComfyUI ready at %s (pid %d)", self.url, self.process.pid)
+                        log.info(
+                            "ComfyUI %s from %s ready at %s (pid %d)",
+                            comfyui_version(self.comfyui), self.comfyui, self.url, self.process.pid,
+                        )  # fmt: skip
+                        USES[str(self.comfyui), "server"] += 1
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
