@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .custom_sampling import HunyuanImage21Guider, HunyuanImage21Scheduler
 from .latent import HunyuanImage21EmptyLatent
 from .loaders import (
     HunyuanImage21DiTLoader,
@@ -23,6 +24,8 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
     HunyuanImage21TextEncode,
     HunyuanImage21EmptyLatent,
     HunyuanImage21Sampler,
+    HunyuanImage21Guider,
+    HunyuanImage21Scheduler,
     HunyuanImage21VAEDecode,
     HunyuanImage21VAEEncode,
     HunyuanImage21RefinerVAELoader,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import comfy.latent_formats
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -16,7 +15,8 @@ from ..hunyuan_core.text.qwen import load_qwen_encoder
 from ..hunyuan_core.vae import load_vae
 from ..hunyuan_core.variants import DISTILLED, GLYPH_FILE, QWEN_FILE, REFINER_VAE_FILE, STAGE1_VAE_FILE
 from . import host, management, widgets
-from .types import VAE, DiTModel, RefinerVAE, TextEncoderBundle, TextEncoders
+from .model import wrap_dit
+from .types import VAE, RefinerVAE, TextEncoderBundle, TextEncoders
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,13 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
                     ),
                 ),
             ],
-            outputs=[DiTModel.Output(display_name="model", tooltip="The loaded DiT with its detected variant.")],
+            outputs=[
+                io.Model.Output(
+                    display_name="model",
+                    tooltip="ComfyUI's MODEL around the pack's DiT: its variant sets the sampler's official defaults, "
+                    "and model patches (LoRA, shift, caching) apply to it.",
+                )
+            ],
             search_aliases=host.aliases("load diffusion model", "unet loader", "dit loader", "hunyuan dit"),
         )
 
@@ -76,13 +82,8 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
             operations=management.operations(),
             quantize_fp8=choice == "fp8",
         )
-        # Live previews: ComfyUI's RGB factors for stage-1 latents (model space); the refiner's format has none.
-        refiner = info.config.variant == "refiner"
-        model.latent_format = (
-            comfy.latent_formats.HunyuanImage21Refiner() if refiner else comfy.latent_formats.HunyuanImage21()
-        )
         log.info("HunyuanImage-2.1: %s", info.describe())
-        return io.NodeOutput(management.patch(model, "diffusion"))
+        return io.NodeOutput(wrap_dit(model))
 
 
 class HunyuanImage21TextEncoderLoader(io.ComfyNode):

@@ -11,7 +11,9 @@ from ..hunyuan_core.pipelines.refiner import SEED_SPACE
 from ..hunyuan_core.sampling import NOISE_MODES
 from ..hunyuan_core.variants import BASE, DISTILLED, REFINER, REFINER_CONDITION_STRENGTH
 from . import host, management, widgets
-from .types import Conditioning, DiTModel, PromptPair, RefinerVAE, TextEncoderBundle, TextEncoders
+from .conditioning import prompt_of
+from .model import require_pack_dit
+from .types import RefinerVAE, TextEncoderBundle, TextEncoders
 from .vae import AUTO, DECODE_PRECISIONS, device_precision
 
 OFFICIAL_VALUES = "the official value"
@@ -32,12 +34,13 @@ class HunyuanImage21Refiner(io.ComfyNode):
                 f"{REFINER.guidance_scale:g}, condition augmentation {REFINER_CONDITION_STRENGTH:g}."
             ),
             inputs=[
-                DiTModel.Input("model", tooltip="The refiner DiT, from the HunyuanImage 2.1 DiT Loader."),
+                io.Model.Input("model", tooltip="The refiner DiT, from the HunyuanImage 2.1 DiT Loader."),
                 RefinerVAE.Input("refiner_vae", tooltip="From the HunyuanImage 2.1 Refiner VAE Loader (16x VAE)."),
                 TextEncoders.Input("text_encoders", tooltip="The same text encoders as stage 1 (only Qwen is used)."),
-                Conditioning.Input(
-                    "conditioning",
-                    tooltip="The stage-1 Text Encode output: its prompt is re-encoded with the refiner template.",
+                io.Conditioning.Input(
+                    "positive",
+                    tooltip="The stage-1 Text Encode's positive output: its prompt is re-encoded with the refiner "
+                    "template.",
                 ),
                 io.Image.Input("image", tooltip="The stage-1 image (sides multiples of 16), e.g. from VAE Decode."),
                 io.Int.Input(
@@ -87,7 +90,7 @@ class HunyuanImage21Refiner(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, refiner_vae, text_encoders: TextEncoderBundle, conditioning: PromptPair, image: torch.Tensor,
+        cls, model, refiner_vae, text_encoders: TextEncoderBundle, positive: list, image: torch.Tensor,
         seed: int, steps: int, guidance_scale: float, shift: float, condition_strength: float, noise_mode: str,
         vae_precision: str,
     ) -> io.NodeOutput:  # fmt: skip
@@ -96,12 +99,23 @@ class HunyuanImage21Refiner(io.ComfyNode):
             guidance_scale=widgets.or_official(guidance_scale), condition_strength=condition_strength,
             noise_mode=noise_mode, vae_precision=device_precision(vae_precision, refiner_vae),
         )  # fmt: skip
-        patchers = {id(p.model): p for p in (model, refiner_vae, text_encoders.qwen)}
+        dit = require_pack_dit(model, "the HunyuanImage 2.1 Refiner")
+        prompt = prompt_of(positive)
+        if prompt is None:
+            raise ValueError(
+                "the refiner re-encodes the stage-1 prompt with its own template: connect the positive output of the "
+                "HunyuanImage 2.1 Text Encode node (this conditioning carries no prompt text)"
+            )
+        patchers = {
+            id(dit): model,
+            id(refiner_vae.model): refiner_vae,
+            id(text_encoders.qwen.model): text_encoders.qwen,
+        }
         import latent_preview  # pulls in transformers via ComfyUI: keep it out of the pack's import
 
         progress = latent_preview.prepare_callback(model, settings.schedule().steps)
         images = refine_image(
-            model.model, refiner_vae.model, text_encoders.qwen.model, image, conditioning.prompt, seed, settings,
+            dit, refiner_vae.model, text_encoders.qwen.model, image, prompt, seed, settings,
             prepare=lambda module: management.load(patchers[id(module)]),
             callback=lambda i, total, x, x0: progress(i, x0, x, total),
             output_device=mm.intermediate_device(),

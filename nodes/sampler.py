@@ -1,32 +1,51 @@
-"""The sampler node: the official flow-matching Euler loop with CFG->APG, or distilled guidance with MeanFlow."""
+"""The sampler node: the official sampling in one node, run as the pack's guider + official sigmas + ComfyUI's euler.
+
+There is one sampling path: this node builds what the Guider and Scheduler nodes build and hands them to
+ComfyUI's own sampler, so model patches, previews, interrupts and inpainting masks behave as with KSampler.
+"""
 
 from __future__ import annotations
 
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..hunyuan_core.sampling import MODES, NOISE_MODES, make_noise, plan_sampling, sample, to_model_space, to_vae_space
-from ..hunyuan_core.variants import BASE, DISTILLED, REFINER
-from . import host, management, widgets
-from .types import Conditioning, DiTModel, PromptPair
+from ..hunyuan_core.sampling import APG_OFFICIAL, MODES, NOISE_MODES, make_noise, parse_apg_start, plan_sampling
+from ..hunyuan_core.variants import BASE, DISTILLED
+from . import host, widgets
+from .guider import HunyuanGuider, sample_with_guider
+from .model import stage1_dit
 
 AUTO = "auto"
 GUIDANCE_MODES = (AUTO, *MODES)  # the guidance_mode menu and its check
 OFFICIAL_VALUES = "the model's official value"
 
 
+APG_START_TOOLTIP = (
+    "Where the official mix hands over from CFG to APG. official: the official pipeline's fixed switch, APG from "
+    "step 6 (or 39 when the prompt quotes text) at any step count, so short runs stay CFG. scaled: that switch moved "
+    "in proportion to the step count (not the official algorithm; the same at 50 steps). A number: the first APG "
+    "step, 0-based, counted in the full schedule."
+)
+
+
 def check_stage1_latent(config, samples) -> None:
-    """Refuse the refiner DiT and latents of the wrong shape, naming the node or latent to use instead."""
-    if config.variant == REFINER.name:
-        raise ValueError(
-            "the loaded DiT is the refiner: it refines a finished image rather than sampling a latent; use it "
-            "in the HunyuanImage 2.1 Refiner node, and load the base or distilled DiT for this sampler"
-        )
+    """Refuse latents of the wrong shape, naming the node that makes the right one."""
     if samples.ndim != 4 or samples.shape[1] != config.out_channels:
         raise ValueError(
             f"the latent has shape {tuple(samples.shape)}, but the {config.variant} model needs "
             f"[B, {config.out_channels}, H/32, W/32]: use the HunyuanImage 2.1 Empty Latent or its VAE Encode"
         )
+
+
+def apg_start_problem(apg_start: str | None) -> str | None:
+    """Why an ``apg_start`` text cannot be used (None when it can)."""
+    if apg_start is None:
+        return None
+    try:
+        parse_apg_start(apg_start.strip())
+    except ValueError as exc:
+        return str(exc)  # it names apg_start and the forms it takes
+    return None
 
 
 class HunyuanImage21Sampler(io.ComfyNode):
@@ -43,8 +62,12 @@ class HunyuanImage21Sampler(io.ComfyNode):
                 f"{DISTILLED.describe_defaults()} with guidance embedding and MeanFlow), so one workflow serves both."
             ),
             inputs=[
-                DiTModel.Input("model", tooltip="From the HunyuanImage 2.1 DiT Loader; its variant sets the defaults."),
-                Conditioning.Input("conditioning", tooltip="From the HunyuanImage 2.1 Text Encode node."),
+                io.Model.Input("model", tooltip="From the HunyuanImage 2.1 DiT Loader; its variant sets the defaults."),
+                io.Conditioning.Input("positive", tooltip="From the HunyuanImage 2.1 Text Encode node."),
+                io.Conditioning.Input(
+                    "negative", optional=True,
+                    tooltip="The negative prompt (the base model's second pass; the distilled model ignores it).",
+                ),
                 io.Latent.Input("latent", tooltip="An empty latent, or an encoded image with denoise < 1."),
                 io.Int.Input(
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -69,6 +92,8 @@ class HunyuanImage21Sampler(io.ComfyNode):
                         "for distilled. cfg/apg: one method throughout (base only)."
                     ),
                 ),
+                host.build(io.String.Input, "apg_start", default=APG_OFFICIAL, tooltip=APG_START_TOOLTIP,
+                           advanced=True),
                 io.Float.Input(
                     "denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                     tooltip="1 for text-to-image. Below 1 keeps that much of the input latent's structure (img2img).",
@@ -85,8 +110,9 @@ class HunyuanImage21Sampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(
-        cls, steps: int, guidance_scale: float, shift: float, denoise: float, guidance_mode: str, noise_mode: str
-    ) -> bool | str:
+        cls, steps: int, guidance_scale: float, shift: float, denoise: float, guidance_mode: str, noise_mode: str,
+        apg_start: str,
+    ) -> bool | str:  # fmt: skip
         """Refuse impossible settings before the prompt runs (-1 means 'model default')."""
         bad_denoise = denoise is not None and not 0 < denoise <= 1
         return widgets.verdict(
@@ -94,33 +120,32 @@ class HunyuanImage21Sampler(io.ComfyNode):
             f"denoise {denoise} is invalid: it must be in (0, 1]" if bad_denoise else None,
             widgets.choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES),
             widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
+            apg_start_problem(apg_start),
         )
 
     @classmethod
     def execute(
-        cls, model, conditioning: PromptPair, latent: dict, seed: int, steps: int, guidance_scale: float,
-        shift: float, guidance_mode: str, denoise: float, noise_mode: str, sigmas=None,
+        cls, model, positive: list, latent: dict, seed: int, steps: int, guidance_scale: float, shift: float,
+        guidance_mode: str, apg_start: str, denoise: float, noise_mode: str, negative: list | None = None, sigmas=None,
     ) -> io.NodeOutput:  # fmt: skip
-        dit = model.model
+        config = stage1_dit(model, "the HunyuanImage 2.1 Sampler").config
         samples = latent["samples"]
-        check_stage1_latent(dit.config, samples)
+        check_stage1_latent(config, samples)
         custom = sigmas is not None
         plan = plan_sampling(
-            dit.config.variant, steps=None if custom else widgets.or_official(steps),
+            config.variant, steps=None if custom else widgets.or_official(steps),
             shift=widgets.or_official(shift), sigmas=sigmas, denoise=1.0 if custom else denoise,
             mode=None if guidance_mode == AUTO else guidance_mode, guidance_scale=widgets.or_official(guidance_scale),
+            apg_start=apg_start.strip(),
         )  # fmt: skip
+        guider = HunyuanGuider(model, plan.guidance, offset=plan.schedule.offset)
+        guider.set_conds(positive, negative)
         noise = make_noise(samples.shape, seed, noise_mode, min(latent.get("batch_index", [0])))
         import latent_preview  # imports ComfyUI's text-encoder stack (transformers): keep it out of pack import
 
-        management.load(model)
         preview = latent_preview.prepare_callback(model, plan.schedule.steps)
-        out = sample(
-            dit, noise, conditioning.positive, conditioning.negative, schedule=plan.schedule, guidance=plan.guidance,
-            latent=to_model_space(samples.float()) if plan.schedule.offset else None,
-            callback=lambda i, total, x, x0: preview(i, x0, x, total),
-        )  # fmt: skip
+        out = sample_with_guider(guider, noise, latent, plan.schedule.sigmas, seed, preview)
         result = dict(latent)
         result.pop("noise_mask", None)
-        result["samples"] = to_vae_space(out).to(mm.intermediate_device())
+        result["samples"] = out.to(mm.intermediate_device())
         return io.NodeOutput(result)

@@ -12,7 +12,8 @@ from ..hunyuan_core.sampling import Conditioning as CoreConditioning
 from ..hunyuan_core.text import STAGE1_TEMPLATE
 from ..hunyuan_core.text.encoder import encode_prompt
 from . import host, management
-from .types import Conditioning, PromptPair, TextEncoderBundle, TextEncoders
+from .conditioning import to_comfy
+from .types import TextEncoderBundle, TextEncoders
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,14 @@ class HunyuanImage21TextEncode(io.ComfyNode):
                 ),
             ],
             outputs=[
-                Conditioning.Output(display_name="conditioning", tooltip="Positive and negative, for the sampler.")
+                io.Conditioning.Output(
+                    display_name="positive",
+                    tooltip="The prompt as ComfyUI CONDITIONING (native HunyuanImage layout), for the sampler, a "
+                    "guider or any conditioning node; it also carries the prompt text for the refiner.",
+                ),
+                io.Conditioning.Output(
+                    display_name="negative", tooltip="The negative prompt (the base model's second pass)."
+                ),
             ],
             search_aliases=host.aliases("clip text encode", "prompt", "text encode", "qwen", "glyph text"),
         )
@@ -102,5 +110,7 @@ class HunyuanImage21TextEncode(io.ComfyNode):
             log.warning("HunyuanImage-2.1: the prompt quotes text but no ByT5 glyph encoder is loaded")
         if positive.has_quoted_text:
             log.info("HunyuanImage-2.1: glyph text %r", positive.glyph_text)
-        pair = PromptPair(CoreConditioning.of(positive).to("cpu"), CoreConditioning.of(negative).to("cpu"), prompt)
-        return io.NodeOutput(pair)
+        return io.NodeOutput(
+            to_comfy(CoreConditioning.of(positive).to("cpu"), prompt),
+            to_comfy(CoreConditioning.of(negative).to("cpu"), negative_prompt),
+        )

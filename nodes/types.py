@@ -1,4 +1,8 @@
-"""The pack's own wire types: these objects only travel between the pack's nodes."""
+"""The pack's own wire types, for what ComfyUI has no type for: the text-encoder pair and the pack's two VAEs.
+
+The DiT travels as ComfyUI's MODEL (``nodes/model.py``), prompts as CONDITIONING (``nodes/conditioning.py``) and
+the guidance as GUIDER (``nodes/guider.py``), so any ComfyUI node can sit between the pack's nodes.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ from typing import Any
 
 from comfy_api.latest import io
 
-DiTModel = io.Custom("HY21_DIT")
 TextEncoders = io.Custom("HY21_TEXT_ENCODERS")
-Conditioning = io.Custom("HY21_CONDITIONING")
 VAE = io.Custom("HY21_VAE")
 RefinerVAE = io.Custom("HY21_REFINER_VAE")
 
@@ -20,16 +22,3 @@ class TextEncoderBundle:
 
     qwen: Any  # ModelPatcher of hunyuan_core.text.qwen.QwenPromptEncoder
     glyph: Any | None  # ModelPatcher of hunyuan_core.text.byt5.GlyphEncoder
-
-
-@dataclass
-class PromptPair:
-    """What the text-encode node outputs: the positive and negative conditioning (hunyuan_core Conditioning).
-
-    ``prompt`` is the positive prompt as encoded (dynamic prompts resolved): the refiner re-encodes it with its own
-    template, so one prompt box serves both stages.
-    """
-
-    positive: Any
-    negative: Any
-    prompt: str = ""

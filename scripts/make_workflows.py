@@ -90,21 +90,21 @@ def graph(variant: str) -> list[Node]:
     dit, defaults = VARIANTS[variant]
     return [
         Node(1, "HunyuanImage21DiTLoader", [dit, "auto"], {"dit_name": dit, "weight_dtype": "auto"},
-             outputs=[("model", "HY21_DIT")], pos=(0, 0)),
+             outputs=[("model", "MODEL")], pos=(0, 0)),
         Node(2, "HunyuanImage21TextEncoderLoader", [QWEN, BYT5], {"qwen": QWEN, "byt5": BYT5},
              outputs=[("text_encoders", "HY21_TEXT_ENCODERS")], pos=(0, 150)),
         Node(3, "HunyuanImage21VAELoader", [VAE], {"vae_name": VAE}, outputs=[("vae", "HY21_VAE")], pos=(0, 300)),
         Node(4, "HunyuanImage21TextEncode", [PROMPT, "", ""],
              {"prompt": PROMPT, "negative_prompt": "", "glyph_text": ""},
-             links={"text_encoders": (2, 0, "HY21_TEXT_ENCODERS")}, outputs=[("conditioning", "HY21_CONDITIONING")],
-             pos=(420, 150)),
+             links={"text_encoders": (2, 0, "HY21_TEXT_ENCODERS")},
+             outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")], pos=(420, 150)),
         Node(5, "HunyuanImage21EmptyLatent", ["2048x2048 (1:1)", 2048, 2048, 1],
              {"size": "2048x2048 (1:1)", "width": 2048, "height": 2048, "batch_size": 1},
              outputs=[("LATENT", "LATENT")], pos=(420, 450)),
-        Node(6, "HunyuanImage21Sampler", [42, "fixed", -1, -1.0, -1.0, "auto", 1.0, "official"],
-             {"seed": 42, "steps": -1, "guidance_scale": -1.0, "shift": -1.0, "guidance_mode": "auto", "denoise": 1.0,
-              "noise_mode": "official"},
-             links={"model": (1, 0, "HY21_DIT"), "conditioning": (4, 0, "HY21_CONDITIONING"),
+        Node(6, "HunyuanImage21Sampler", [42, "fixed", -1, -1.0, -1.0, "auto", "official", 1.0, "official"],
+             {"seed": 42, "steps": -1, "guidance_scale": -1.0, "shift": -1.0, "guidance_mode": "auto",
+              "apg_start": "official", "denoise": 1.0, "noise_mode": "official"},
+             links={"model": (1, 0, "MODEL"), "positive": (4, 0, "CONDITIONING"), "negative": (4, 1, "CONDITIONING"),
                     "latent": (5, 0, "LATENT")},
              outputs=[("LATENT", "LATENT")], pos=(880, 150)),
         Node(7, "HunyuanImage21VAEDecode", ["auto", 0, 0], {"precision": "auto", "batch_slice": 0, "tile_size": 0},
@@ -123,19 +123,55 @@ def refiner_graph() -> list[Node]:
         *nodes,
         Node(8, "PreviewImage", [], {}, links={"images": (7, 0, "IMAGE")}, pos=(1300, 420)),
         Node(10, "HunyuanImage21DiTLoader", [REFINER_DIT, "auto"], {"dit_name": REFINER_DIT, "weight_dtype": "auto"},
-             outputs=[("model", "HY21_DIT")], pos=(1300, -250)),
+             outputs=[("model", "MODEL")], pos=(1300, -250)),
         Node(11, "HunyuanImage21RefinerVAELoader", [REFINER_VAE], {"vae_name": REFINER_VAE},
              outputs=[("refiner_vae", "HY21_REFINER_VAE")], pos=(1300, -100)),
         Node(12, "HunyuanImage21Refiner", [42, "fixed", -1, -1.0, -1.0, 0.25, "official", "auto"],
              {"seed": 42, "steps": -1, "guidance_scale": -1.0, "shift": -1.0, "condition_strength": 0.25,
               "noise_mode": "official", "vae_precision": "auto"},
-             links={"model": (10, 0, "HY21_DIT"), "refiner_vae": (11, 0, "HY21_REFINER_VAE"),
-                    "text_encoders": (2, 0, "HY21_TEXT_ENCODERS"), "conditioning": (4, 0, "HY21_CONDITIONING"),
+             links={"model": (10, 0, "MODEL"), "refiner_vae": (11, 0, "HY21_REFINER_VAE"),
+                    "text_encoders": (2, 0, "HY21_TEXT_ENCODERS"), "positive": (4, 0, "CONDITIONING"),
                     "image": (7, 0, "IMAGE")},
              outputs=[("IMAGE", "IMAGE")], pos=(1750, 0)),
         Node(13, "SaveImage", ["HunyuanImage21_refined"], {"filename_prefix": "HunyuanImage21_refined"},
              links={"images": (12, 0, "IMAGE")}, pos=(2200, 0)),
         Node(9, "Note", [REFINER_NOTE], {}, pos=(0, 480)),
+    ]  # fmt: skip
+
+
+CUSTOM_NOTE = f"""HunyuanImage-2.1 through ComfyUI's own sampling nodes: the pack's Scheduler (official sigmas)
+and Guider (official guidance) with KSamplerSelect (euler), RandomNoise and SamplerCustomAdvanced. Leave steps,
+guidance and shift at -1 for the model's official values; swap in the base DiT ({BASE.dit_file.name}) and the
+guider runs CFG then APG ({STAGE1_DEFAULTS[BASE.name]}).
+
+The one-node HunyuanImage 2.1 Sampler gives the same result with the official pipeline's noise; RandomNoise here
+is ComfyUI's own draw. Any ComfyUI sampler, noise or sigma node can be swapped in."""
+
+
+def custom_sampling_graph() -> list[Node]:
+    """The distilled model through SamplerCustomAdvanced with the pack's scheduler and guider."""
+    loaders = [n for n in graph("distilled") if n.id in (1, 2, 3, 4, 5)]
+    return [
+        *loaders,
+        Node(6, "KSamplerSelect", ["euler"], {"sampler_name": "euler"}, outputs=[("SAMPLER", "SAMPLER")],
+             pos=(880, -150)),
+        Node(7, "HunyuanImage21Scheduler", [-1, -1.0], {"steps": -1, "shift": -1.0},
+             links={"model": (1, 0, "MODEL")}, outputs=[("SIGMAS", "SIGMAS")], pos=(880, 0)),
+        Node(8, "HunyuanImage21Guider", [-1.0, "auto", "official"],
+             {"guidance_scale": -1.0, "guidance_mode": "auto", "apg_start": "official"},
+             links={"model": (1, 0, "MODEL"), "positive": (4, 0, "CONDITIONING"), "negative": (4, 1, "CONDITIONING")},
+             outputs=[("GUIDER", "GUIDER")], pos=(880, 150)),
+        Node(9, "RandomNoise", [42, "fixed"], {"noise_seed": 42}, outputs=[("NOISE", "NOISE")], pos=(880, 400)),
+        Node(10, "SamplerCustomAdvanced", [], {},
+             links={"noise": (9, 0, "NOISE"), "guider": (8, 0, "GUIDER"), "sampler": (6, 0, "SAMPLER"),
+                    "sigmas": (7, 0, "SIGMAS"), "latent_image": (5, 0, "LATENT")},
+             outputs=[("output", "LATENT"), ("denoised_output", "LATENT")], pos=(1300, 150)),
+        Node(11, "HunyuanImage21VAEDecode", ["auto", 0, 0], {"precision": "auto", "batch_slice": 0, "tile_size": 0},
+             links={"vae": (3, 0, "HY21_VAE"), "latent": (10, 0, "LATENT")}, outputs=[("IMAGE", "IMAGE")],
+             pos=(1700, 150)),
+        Node(12, "SaveImage", ["HunyuanImage21_custom_sampling"], {"filename_prefix": "HunyuanImage21_custom_sampling"},
+             links={"images": (11, 0, "IMAGE")}, pos=(2000, 150)),
+        Node(13, "Note", [CUSTOM_NOTE], {}, pos=(0, 480)),
     ]  # fmt: skip
 
 
@@ -182,6 +218,7 @@ def render() -> dict[Path, str]:
     """Every shipped workflow file (UI and API twin) and the text it must hold."""
     graphs = {f"hunyuanimage21_{variant}": graph(variant) for variant in VARIANTS}
     graphs["hunyuanimage21_base_refiner"] = refiner_graph()
+    graphs["hunyuanimage21_custom_sampling"] = custom_sampling_graph()
     files = {}
     for name, nodes in graphs.items():
         files[ROOT / "workflows" / f"{name}.json"] = json.dumps(to_ui(nodes), indent=1, ensure_ascii=False) + "\n"

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.server  # the pack's import into a real ComfyUI (no ser
 EXPECTED_NODES = {
     "HunyuanImage21DiTLoader", "HunyuanImage21TextEncoderLoader", "HunyuanImage21VAELoader",
     "HunyuanImage21TextEncode", "HunyuanImage21EmptyLatent", "HunyuanImage21Sampler", "HunyuanImage21VAEDecode",
-    "HunyuanImage21VAEEncode", "HunyuanImage21RefinerVAELoader", "HunyuanImage21Refiner",
+    "HunyuanImage21VAEEncode", "HunyuanImage21RefinerVAELoader", "HunyuanImage21Refiner", "HunyuanImage21Guider",
+    "HunyuanImage21Scheduler",
 }  # fmt: skip
 
 REGISTRATION_PROBE = """

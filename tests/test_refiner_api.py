@@ -62,7 +62,10 @@ def test_server_refined_image_equals_core_pipeline(comfy, comfy_host):
     core = refine_image(dit, vae, qwen, stage1, prompt, seed, RefinerSettings(vae_precision="fp32"))[0].numpy()
     diff = float(np.abs(server.astype(np.float64) / 255 - core).max())
     print(f"\nrefiner: server PNG vs hunyuan_core float image max abs diff {diff:.5f} ({diff * 255:.2f}/255)")  # noqa: T201
-    assert diff <= 2 / 255, f"server vs core max abs diff {diff:.5f} (= {diff * 255:.2f}/255)"
+    # Stage 1 runs through ComfyUI's own Euler on the server (x0 = x - sigma*v, then d = (x - x0)/sigma): the same
+    # step up to fp32 rounding (tests/test_native_sampling.py: <= 1e-5 in fp32), which the bf16 DiT's input rounding
+    # turns into bf16-level noise; the refiner, sampling from that image, carries it to a few /255.
+    assert diff <= 3 / 255, f"server vs core max abs diff {diff:.5f} (= {diff * 255:.2f}/255)"
 
 
 def _expect_next_refiner_runs(comfy, seed: int) -> None:
@@ -88,7 +91,7 @@ def _expect_next_refiner_runs(comfy, seed: int) -> None:
         ),
         pytest.param(
             "refiner DiT in the sampler", ("1", "dit_name", REFINER_VARIANT.dit_file.name), "HunyuanImage21Sampler",
-            ["the loaded DiT is the refiner", "HunyuanImage 2.1 Refiner node"], id="refiner-dit-in-sampler",
+            ["the connected DiT is the refiner", "HunyuanImage 2.1 Refiner node"], id="refiner-dit-in-sampler",
         ),
     ],
 )  # fmt: skip

@@ -12,6 +12,7 @@ import torch
 from helpers import assert_close
 
 from hunyuan_core.sampling import (
+    APG_STARTS,
     APGGuidance,
     APGSettings,
     CFGGuidance,
@@ -20,8 +21,11 @@ from hunyuan_core.sampling import (
     apg,
     build_schedule,
     cfg,
+    custom_schedule,
     guidance_for,
-    official_apg_start,
+    parse_apg_start,
+    plan_sampling,
+    resolve_apg_start,
 )
 
 pytestmark = pytest.mark.unit
@@ -106,14 +110,71 @@ def test_official_switch_at_50_steps():
     assert [s for s in range(50) if not quoted.uses_apg(s)] == list(range(39))  # CFG for steps 0..38
 
 
+@pytest.mark.parametrize("steps", [1, 4, 5, 6, 7, 8, 20, 38, 39, 40, 50, 100])
+def test_official_switch_is_fixed_whatever_the_step_count(steps):
+    assert resolve_apg_start("official", steps, False) == 6
+    assert resolve_apg_start("official", steps, True) == 39
+    plain = OfficialMix(3.5).start(build_schedule(steps, 5), has_quoted_text=False)
+    quoted = OfficialMix(3.5).start(build_schedule(steps, 5), has_quoted_text=True)
+    assert [s for s in range(steps) if not plain.uses_apg(s)] == list(range(min(steps, 6)))
+    assert [s for s in range(steps) if not quoted.uses_apg(s)] == list(range(min(steps, 39)))  # < 40 steps: CFG only
+
+
 @pytest.mark.parametrize(
     ("steps", "plain", "quoted"),
     [(50, 6, 39), (8, 1, 6), (10, 1, 8), (20, 2, 16), (25, 3, 20), (30, 4, 23), (100, 12, 78), (4, 0, 3)],
 )
-def test_switch_keeps_the_share_of_cfg_steps(steps, plain, quoted):
+def test_scaled_switch_keeps_the_share_of_cfg_steps(steps, plain, quoted):
     # round(N * 6/50) and round(N * 39/50) with halves rounded up (25 * 39/50 = 19.5 -> 20)
-    assert official_apg_start(steps, False) == plain
-    assert official_apg_start(steps, True) == quoted
+    assert resolve_apg_start("scaled", steps, False) == plain
+    assert resolve_apg_start("scaled", steps, True) == quoted
+    guider = OfficialMix(3.5, apg_start="scaled").start(build_schedule(steps, 5), has_quoted_text=True)
+    assert guider.apg_start == quoted
+
+
+def test_official_and_scaled_agree_only_at_50_steps():
+    for quoted in (False, True):
+        assert resolve_apg_start("official", 50, quoted) == resolve_apg_start("scaled", 50, quoted)
+        assert all(resolve_apg_start("official", n, quoted) != resolve_apg_start("scaled", n, quoted) for n in (8, 20))
+
+
+@pytest.mark.parametrize(("choice", "want"), [(0, 0), (3, 3), ("12", 12), ("0", 0), (np.int64(7), 7), (500, 500)])
+def test_a_step_index_is_taken_as_given(choice, want):
+    for quoted in (False, True):
+        assert resolve_apg_start(choice, 8, quoted) == want
+    assert parse_apg_start(choice) == want and type(parse_apg_start(choice)) is int
+
+
+@pytest.mark.parametrize(
+    "choice", [-1, "-1", "1.5", 1.5, 6.0, True, None, "Official", "SCALED", "", " 6", "6 ", "ten", "٣", [6]]
+)
+def test_bad_apg_start_is_refused_with_the_forms_it_takes(choice):
+    message = r"apg_start must be 'official' or 'scaled' or a first APG step index >= 0"
+    with pytest.raises(ValueError, match=message):
+        resolve_apg_start(choice, 8, False)
+    with pytest.raises(ValueError, match=message):
+        parse_apg_start(choice)
+    if choice is not None:  # None is the kind's unset default, "official"
+        with pytest.raises(ValueError, match=message):
+            OfficialMix(3.5, apg_start=choice)
+
+
+def test_the_switch_needs_a_step_count():
+    with pytest.raises(ValueError, match="steps"):
+        resolve_apg_start("official", 0, False)
+
+
+def test_apg_start_choices_and_their_canonical_form():
+    assert APG_STARTS == ("official", "scaled")
+    assert OfficialMix(3.5, apg_start="official") == OfficialMix(3.5) == guidance_for("base")
+    assert OfficialMix(3.5, apg_start="7") == OfficialMix(3.5, apg_start=7)
+    assert plan_sampling("base").guidance.apg_start is None  # the official fixed switch
+    assert plan_sampling("base", apg_start="scaled").guidance == OfficialMix(3.5, apg_start="scaled")
+    assert plan_sampling("base", steps=8, apg_start="3").guidance.start(build_schedule(8, 5)).apg_start == 3
+    with pytest.raises(ValueError, match="apg_start"):
+        plan_sampling("base", apg_start="late")
+    with pytest.raises(ValueError, match="apg_start"):
+        guidance_for("base", "cfg", 3.5, apg_start="late")  # checked even where the mode does not use it
 
 
 def test_switch_counts_in_the_full_schedule_for_img2img():
@@ -123,6 +184,19 @@ def test_switch_counts_in_the_full_schedule_for_img2img():
     assert [s for s in range(25) if not quoted.uses_apg(s)] == list(range(14))  # full steps 25..38
     plain = OfficialMix(3.5).start(tail, has_quoted_text=False)
     assert all(plain.uses_apg(s) for s in range(25))
+    short = build_schedule(10, 5, denoise=0.5)  # steps 10..19 of a 20-step schedule
+    assert short.offset == 10
+    assert all(OfficialMix(3.5).start(short, has_quoted_text=False).uses_apg(s) for s in range(10))
+    assert not any(OfficialMix(3.5).start(short, has_quoted_text=True).uses_apg(s) for s in range(10))
+    scaled = OfficialMix(3.5, apg_start="scaled").start(short, has_quoted_text=True)  # 16 of 20
+    assert [s for s in range(10) if scaled.uses_apg(s)] == [6, 7, 8, 9]
+
+
+def test_custom_sigmas_count_from_their_first_sigma():
+    custom = custom_schedule(torch.linspace(0.9, 0.0, 9))  # 8 steps, starting below pure noise
+    assert custom.offset == 0
+    plain = OfficialMix(3.5).start(custom, has_quoted_text=False)
+    assert [s for s in range(8) if plain.uses_apg(s)] == [6, 7]
 
 
 def test_momentum_buffer_updates_during_the_cfg_phase():
@@ -162,3 +236,5 @@ def test_bad_guidance_arguments():
         guidance_for("base", "cfg", float("inf"))
     with pytest.raises(ValueError, match="apg_start"):
         guidance_for("base", "official", 3.5, apg_start=-1)
+    with pytest.raises(ValueError, match="apg_start"):
+        guidance_for("base", "official", 3.5, apg_start="early")

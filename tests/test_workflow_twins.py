@@ -27,7 +27,7 @@ from hy21_host.host import PACK_NAME
 
 pytestmark = pytest.mark.server
 
-VARIANTS = ("base", "distilled", "base_refiner")
+VARIANTS = ("base", "distilled", "base_refiner", "custom_sampling")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 
@@ -137,7 +137,7 @@ def test_refiner_workflow_names_the_published_files():
         assert name in note, f"the note does not say where {name} goes"
     refiner = nodes["HunyuanImage21Refiner"]
     linked = {slot["name"] for slot in refiner["inputs"] if slot.get("link") is not None}
-    assert linked == {"model", "refiner_vae", "text_encoders", "conditioning", "image"}
+    assert linked == {"model", "refiner_vae", "text_encoders", "positive", "image"}
 
 
 def test_template_browser_lists_the_ui_workflows(comfy):

@@ -7,6 +7,9 @@ ComfyUI's raw VAE latents. Noise comes from ``make_noise`` (``official`` mode re
 
 from .conditioning import Conditioning, concat_conditionings
 from .guidance import (
+    APG_OFFICIAL,
+    APG_SCALED,
+    APG_STARTS,
     MODES,
     APGGuidance,
     APGSettings,
@@ -19,7 +22,8 @@ from .guidance import (
     apg,
     cfg,
     guidance_for,
-    official_apg_start,
+    parse_apg_start,
+    resolve_apg_start,
 )
 from .latents import REFINER_SCALE, STAGE1_SCALE, to_model_space, to_vae_space
 from .noise import NOISE_MODES, make_noise
@@ -27,6 +31,9 @@ from .sampler import SamplingPlan, StepCallback, plan_sampling, resolve_schedule
 from .schedule import Schedule, build_schedule, check_sigmas, custom_schedule, shifted_sigmas
 
 __all__ = [
+    "APG_OFFICIAL",
+    "APG_SCALED",
+    "APG_STARTS",
     "MODES",
     "NOISE_MODES",
     "REFINER_SCALE",
@@ -51,8 +58,9 @@ __all__ = [
     "custom_schedule",
     "guidance_for",
     "make_noise",
-    "official_apg_start",
+    "parse_apg_start",
     "plan_sampling",
+    "resolve_apg_start",
     "resolve_schedule",
     "sample",
     "shifted_sigmas",

@@ -2,15 +2,26 @@
 
 - ``OfficialMix`` (the base model's default, the official ``cfg_mode="MIX_mode_0"``): plain CFG with the user's
   scale, then APG with its own scale 10, eta 0, norm threshold 10 and momentum -0.5. The APG momentum buffer is
-  updated from step 0 on, also while CFG is still in charge. At 50 steps APG takes over at step 6 (after step 5)
-  for plain prompts and at step 39 (after step 38) for prompts with quoted text. Other step counts keep the share
-  of the schedule run under CFG: the first APG step is ``round(N * 6/50)`` or ``round(N * 39/50)`` (halves round
-  up), counted in the full schedule so an img2img tail keeps the switch where the full run would have it. With a
-  guidance scale <= 1 the official pipeline runs no CFG at all, so neither does this kind (one conditional pass).
+  updated from step 0 on, also while CFG is still in charge. Where APG takes over is the ``apg_start`` choice
+  (``resolve_apg_start``): ``"official"`` (the default) is the official pipeline's fixed switch, the first APG
+  step is index 6 (CFG while i <= 5) for plain prompts and 39 (CFG while i <= 38) with quoted text, at any step
+  count, so with fewer steps than that APG never runs; diffusers' guiders spell it
+  ``adaptive_projected_guidance_start_step`` 5 / 38 (APG while ``step > start_step``). ``"scaled"`` is not the
+  official algorithm: it keeps the 50-step share of CFG steps, ``round(N * 6/50)`` / ``round(N * 39/50)``. A step
+  index sets the first APG step directly. With a guidance scale <= 1 the official pipeline runs no CFG at all, so
+  neither does this kind (one conditional pass).
 - ``CFGGuidance``: plain CFG for every step (a scale of exactly 1 is a single conditional pass).
 - ``APGGuidance``: APG from step 0 with the APG settings.
 - ``EmbeddedGuidance``: one pass per step, the scale x1000 goes into the guidance embedding; with ``meanflow`` the
   next step's timestep is passed as MeanFlow's second timestep (distilled model), without it not (refiner).
+
+The switch index counts in the full schedule (``Schedule.total_steps``). The official pipeline has no img2img: its
+loop index runs over the whole schedule from sigma 1, so "the steps actually run" and "the full schedule" are the
+same there. An img2img run here (``denoise < 1``) is the tail of a longer schedule, and its steps keep their indices
+in it (``Schedule.offset``), so under the fixed switch every step gets the guidance the full official run gives it
+at that noise level (only the momentum buffer starts empty at the tail). Counting from the tail's first step (as
+diffusers' modular img2img pipelines count their guiders' steps) would put CFG on noise levels where the official
+run uses APG. A custom sigma list is a full schedule: its first sigma is step 0.
 
 A kind is immutable; ``start`` makes the per-run state (``GuidanceRun``: momentum buffer, switch step), whose
 ``velocity`` calls a predictor once or twice per step. ``guidance_for`` builds the official kind of a variant.
@@ -19,6 +30,7 @@ A kind is immutable; ``start`` makes the per-run state (``GuidanceRun``: momentu
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,14 +41,20 @@ import torch.nn.functional as F
 from ..dit.config import DiTConfig
 from ..variants import EMBEDDED, GUIDANCE_EMBED_MULTIPLIER, OFFICIAL_MIX, TIMESTEP_MULTIPLIER, get_variant
 from .conditioning import Conditioning, concat_conditionings
-from .schedule import Schedule
+from .schedule import Schedule, check_steps
 
 MODES = (OFFICIAL_MIX, "cfg", "apg", EMBEDDED)
 
-# First APG step at 50 steps (the official mix runs CFG while i <= 5, or while i <= 38 with quoted text).
-OFFICIAL_STEPS = 50
+# The official mix's first APG step, a 0-based index at any step count (CFG while i <= 5, or i <= 38 with quoted
+# text); diffusers' guiders write the last CFG step instead: adaptive_projected_guidance_start_step 5 / 38.
 OFFICIAL_APG_START = 6
 OFFICIAL_APG_START_QUOTED = 39
+OFFICIAL_STEPS = 50  # the official step count, whose share of CFG steps the scaled switch keeps
+
+APG_OFFICIAL = "official"
+APG_SCALED = "scaled"
+APG_STARTS = (APG_OFFICIAL, APG_SCALED)
+"""The named ``apg_start`` choices of the official mix; a step index (an int or a string of digits) is the third."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +108,37 @@ def apg(
     return uncond + settings.scale * update
 
 
-def official_apg_start(total_steps: int, has_quoted_text: bool) -> int:
-    """First APG step of the official mix for a schedule of ``total_steps`` (exactly 6 / 39 at 50 steps)."""
-    start50 = OFFICIAL_APG_START_QUOTED if has_quoted_text else OFFICIAL_APG_START
-    # round(total * start50 / 50) with halves rounded up, in integers so no float error can move it
-    return (2 * total_steps * start50 + OFFICIAL_STEPS) // (2 * OFFICIAL_STEPS)
+def parse_apg_start(choice: str | int) -> str | int:
+    """``choice`` as one of ``APG_STARTS`` or an int index; refuses anything else with the forms it takes."""
+    if isinstance(choice, str):
+        if choice in APG_STARTS:
+            return choice
+        if choice.isascii() and choice.isdigit():
+            return int(choice)
+    elif isinstance(choice, numbers.Integral) and not isinstance(choice, bool) and choice >= 0:
+        return int(choice)
+    raise ValueError(
+        f"apg_start must be {' or '.join(map(repr, APG_STARTS))} or a first APG step index >= 0 (an int or a string "
+        f"of digits), got {choice!r}"
+    )
+
+
+def resolve_apg_start(choice: str | int, steps: int, has_quoted_text: bool) -> int:
+    """The first APG step (0-based, in the full schedule of ``steps`` steps) that ``choice`` means for a prompt.
+
+    ``"official"``: 6, or 39 with quoted text, whatever ``steps`` is (the official pipeline's fixed switch).
+    ``"scaled"``: ``round(steps * 6/50)`` / ``round(steps * 39/50)``, halves up (equal to official at 50 steps).
+    An index (int or string of digits): that step; one at or past ``steps`` means CFG throughout.
+    """
+    parsed = parse_apg_start(choice)
+    check_steps(steps)
+    official = OFFICIAL_APG_START_QUOTED if has_quoted_text else OFFICIAL_APG_START
+    if parsed == APG_OFFICIAL:
+        return official
+    if parsed == APG_SCALED:
+        # in integers, so no float error can move it
+        return (2 * steps * official + OFFICIAL_STEPS) // (2 * OFFICIAL_STEPS)
+    return parsed
 
 
 Predict = Callable[[Conditioning, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
@@ -205,25 +249,23 @@ class TwoPassRun(GuidanceRun):
         return self.combine(step, uncond, cond)
 
 
-def _check_apg_start(start: int | None) -> None:
-    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
-        raise ValueError(f"apg_start must be a step index >= 0, got {start!r}")
-
-
 @dataclass(frozen=True)
 class OfficialMix(Guidance):
-    """The base model's official guidance: CFG at ``scale``, then APG from ``apg_start`` (None: the official
-    switch for the prompt and schedule, see the module docstring). ``batched``: see ``TwoPassRun``."""
+    """The base model's official guidance: CFG at ``scale``, then APG from the ``apg_start`` choice (see
+    ``resolve_apg_start``), stored canonically as None (``"official"``, the default), ``"scaled"`` or an int index
+    so that equal choices make equal kinds. ``batched``: see ``TwoPassRun``."""
 
     scale: float = 3.5
     apg: APGSettings = field(default_factory=APGSettings)
-    apg_start: int | None = None
+    apg_start: str | int | None = None
     batched: bool = True
     mode = OFFICIAL_MIX
 
     def __post_init__(self) -> None:
         _check_scale(self.scale)
-        _check_apg_start(self.apg_start)
+        if self.apg_start is not None:
+            parsed = parse_apg_start(self.apg_start)
+            object.__setattr__(self, "apg_start", None if parsed == APG_OFFICIAL else parsed)
 
     @property
     def needs_uncond(self) -> bool:
@@ -232,7 +274,8 @@ class OfficialMix(Guidance):
     def start(self, schedule: Schedule, has_quoted_text: bool = False) -> GuidanceRun:
         if not self.needs_uncond:
             return SinglePassRun()
-        start = official_apg_start(schedule.total_steps, has_quoted_text) if self.apg_start is None else self.apg_start
+        choice = APG_OFFICIAL if self.apg_start is None else self.apg_start
+        start = resolve_apg_start(choice, schedule.total_steps, has_quoted_text)
         return TwoPassRun(self.scale, self.apg, start, schedule.offset, self.batched)
 
 
@@ -332,16 +375,21 @@ def guidance_for(
     scale: float | None = None,
     *,
     apg_settings: APGSettings | None = None,
-    apg_start: int | None = None,
+    apg_start: str | int | None = None,
     batched: bool = True,
 ) -> Guidance:
-    """The guidance a run of ``variant`` uses: its official kind and scale for what is left unset."""
+    """The guidance a run of ``variant`` uses: its official kind and scale for what is left unset.
+
+    ``apg_start`` (official mix only, None is ``"official"``): one of ``APG_STARTS`` or a step index, see
+    ``resolve_apg_start``; it is checked here even when the mode does not use it, so a bad value never passes."""
     entry = get_variant(variant)
     mode = entry.guidance if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"unknown guidance mode {mode!r}; expected one of {', '.join(MODES)}")
     scale = entry.guidance_scale if scale is None else scale
     settings = apg_settings or APGSettings()
+    if apg_start is not None:
+        parse_apg_start(apg_start)
     if mode == OFFICIAL_MIX:
         return OfficialMix(scale, settings, apg_start, batched)
     if mode == "cfg":

@@ -67,11 +67,16 @@ def plan_sampling(
     mode: str | None = None,
     guidance_scale: float | None = None,
     apg_settings: APGSettings | None = None,
-    apg_start: int | None = None,
+    apg_start: str | int | None = None,
     batched_cfg: bool = True,
 ) -> SamplingPlan:
     """Everything left unset takes ``variant``'s official value (base 50 steps / 3.5 / shift 5 with the CFG->APG
-    mix; distilled 8 / 3.25 / 4 with embedded guidance and MeanFlow; refiner 4 / 3.5 / 4, embedded)."""
+    mix; distilled 8 / 3.25 / 4 with embedded guidance and MeanFlow; refiner 4 / 3.5 / 4, embedded).
+
+    ``apg_start`` is where the mix hands over to APG: ``"official"`` (None too) the official fixed switch, step 6
+    or 39 with quoted text at any step count; ``"scaled"`` that switch scaled to the step count (not official); or
+    a first APG step index. With ``denoise < 1`` it counts in the full schedule whose tail runs, with custom sigmas
+    from their first sigma (``guidance.py`` says why)."""
     guidance = guidance_for(
         variant, mode, guidance_scale, apg_settings=apg_settings, apg_start=apg_start, batched=batched_cfg
     )

@@ -1,0 +1,105 @@
+"""The official guidance and schedule as ComfyUI's GUIDER and SIGMAS, for SamplerCustomAdvanced.
+
+With ComfyUI's ``euler`` sampler (KSamplerSelect) and RandomNoise, they reproduce the pack's sampler node; any other
+ComfyUI sampler, noise or sigma node can be swapped in.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..hunyuan_core.sampling import APG_OFFICIAL, guidance_for, parse_apg_start, plan_sampling
+from ..hunyuan_core.variants import BASE, DISTILLED
+from . import host, widgets
+from .guider import HunyuanGuider
+from .model import stage1_dit
+from .sampler import APG_START_TOOLTIP, AUTO, GUIDANCE_MODES, OFFICIAL_VALUES, apg_start_problem
+
+
+class HunyuanImage21Guider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return host.build(
+            io.Schema,
+            node_id="HunyuanImage21Guider",
+            display_name="HunyuanImage 2.1 Guider",
+            category="HunyuanImage/sampling",
+            description=(
+                "The official guidance as a GUIDER for SamplerCustomAdvanced: for the base model CFG then APG (the "
+                "switch step follows the official rule, later when the prompt quotes text), for the distilled model "
+                "its embedded guidance with MeanFlow. Use with the HunyuanImage 2.1 Scheduler and the euler sampler "
+                "for the official result."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="From the HunyuanImage 2.1 DiT Loader (base or distilled)."),
+                io.Conditioning.Input("positive", tooltip="From the HunyuanImage 2.1 Text Encode node."),
+                io.Conditioning.Input(
+                    "negative", optional=True, tooltip="The negative prompt (base model; the distilled one ignores it)."
+                ),
+                widgets.guidance_input(
+                    f"-1 = official (base {BASE.guidance_scale:g}, distilled {DISTILLED.guidance_scale:g})."
+                ),
+                widgets.combo_input(
+                    "guidance_mode", GUIDANCE_MODES, default=AUTO, advanced=True,
+                    tooltip="auto: official for the model. cfg/apg: one method throughout (base only).",
+                ),
+                host.build(io.String.Input, "apg_start", default=APG_OFFICIAL, tooltip=APG_START_TOOLTIP,
+                           advanced=True),
+            ],
+            outputs=[io.Guider.Output(tooltip="For SamplerCustomAdvanced.")],
+            search_aliases=host.aliases("guider", "cfg guider", "apg", "custom sampler"),
+        )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, guidance_scale: float, guidance_mode: str, apg_start: str) -> bool | str:
+        return widgets.verdict(
+            widgets.settings_problem(None, guidance_scale, None, OFFICIAL_VALUES),
+            widgets.choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES),
+            apg_start_problem(apg_start),
+        )
+
+    @classmethod
+    def execute(
+        cls, model, positive: list, guidance_scale: float, guidance_mode: str, apg_start: str,
+        negative: list | None = None,
+    ) -> io.NodeOutput:  # fmt: skip
+        variant = stage1_dit(model, "the HunyuanImage 2.1 Guider").config.variant
+        guidance = guidance_for(
+            variant, None if guidance_mode == AUTO else guidance_mode, widgets.or_official(guidance_scale),
+            apg_start=parse_apg_start(apg_start.strip()),
+        )  # fmt: skip
+        guider = HunyuanGuider(model, guidance)
+        guider.set_conds(positive, negative)
+        return io.NodeOutput(guider)
+
+
+class HunyuanImage21Scheduler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return host.build(
+            io.Schema,
+            node_id="HunyuanImage21Scheduler",
+            display_name="HunyuanImage 2.1 Scheduler",
+            category="HunyuanImage/sampling",
+            description=(
+                "The official sigmas for the connected model: shifted flow-matching steps from 1 to 0 (base "
+                f"{BASE.steps} steps at shift {BASE.shift:g}, distilled {DISTILLED.steps} at {DISTILLED.shift:g})."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The model whose official step count and shift are the defaults."),
+                widgets.steps_input(1000, f"-1 = official (base {BASE.steps}, distilled {DISTILLED.steps})."),
+                widgets.shift_input(f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g})."),
+            ],
+            outputs=[io.Sigmas.Output(tooltip="For SamplerCustomAdvanced (or SplitSigmas for img2img).")],
+            search_aliases=host.aliases("scheduler", "sigmas", "basic scheduler", "flow shift"),
+        )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, steps: int, shift: float) -> bool | str:
+        return widgets.verdict(widgets.settings_problem(steps, None, shift, OFFICIAL_VALUES))
+
+    @classmethod
+    def execute(cls, model, steps: int, shift: float) -> io.NodeOutput:
+        variant = stage1_dit(model, "the HunyuanImage 2.1 Scheduler").config.variant
+        plan = plan_sampling(variant, steps=widgets.or_official(steps), shift=widgets.or_official(shift))
+        return io.NodeOutput(plan.schedule.sigmas)

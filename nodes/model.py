@@ -1,0 +1,210 @@
+"""The pack's DiT as ComfyUI's MODEL: a ``BaseModel`` whose diffusion model is the pack's own, faithful DiT.
+
+ComfyUI's samplers, model patches (shift, caching, LoRA) and conditioning nodes then work on it as on any native
+model, while every forward is the pack's. The model reads ComfyUI's CONDITIONING in the layout of ComfyUI's native
+HunyuanImage-2.1 (Qwen states as the tensor, ``attention_mask`` when padded, ByT5 states under
+``conditioning_byt5small``), so conditioning from either encoder drives it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.supported_models_base
+import torch
+from torch import nn
+
+from ..hunyuan_core.dit import HunyuanImageDiT
+from ..hunyuan_core.variants import GUIDANCE_EMBED_MULTIPLIER, TIMESTEP_MULTIPLIER, Variant, get_variant
+from . import management
+
+log = logging.getLogger(__name__)
+
+# Keys the pack's text encoder adds to each CONDITIONING entry, next to native's ``attention_mask`` and
+# ``conditioning_byt5small``. ComfyUI passes unknown keys along untouched.
+BYT5_MASK = "hy21_byt5_mask"  # only when the ByT5 states are padded
+QUOTED_TEXT = "hy21_has_quoted_text"  # the official guidance's later CFG->APG switch
+PROMPT = "hy21_prompt"  # the prompt as encoded: the refiner re-encodes it with its own template
+
+
+def meanflow_r(sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tensor | None:
+    """MeanFlow's second sigma for a model evaluation at ``sigma``: the next sigma of the schedule below it (the end
+    of the interval the sampler is in, for samplers that evaluate between schedule points too); None when unknown.
+    """
+    if schedule is None:
+        return None
+    below = schedule[schedule < sigma.max()]
+    return below.max() if below.numel() else torch.zeros((), dtype=schedule.dtype, device=schedule.device)
+
+
+class DiffusionModel(nn.Module):
+    """The pack's DiT under ComfyUI's calling convention, its layers registered here under the official names.
+
+    ``BaseModel`` calls ``diffusion_model(x, t, context=..., transformer_options=..., **extra_conds)`` with ``t`` =
+    sigma * 1000. The DiT's layers are this module's own children (not under a ``dit.`` prefix), so weight patches
+    and LoRA keys address ``diffusion_model.<official name>`` as in the official checkpoints.
+    """
+
+    def __init__(self, dit: HunyuanImageDiT, variant: Variant) -> None:
+        super().__init__()
+        object.__setattr__(self, "dit", dit)  # not a submodule: its children are registered below
+        for name, child in dit.named_children():
+            self.add_module(name, child)
+        if list(dit.parameters(recurse=False)) or list(dit.buffers(recurse=False)):
+            raise TypeError("the DiT holds tensors of its own; register them on the ComfyUI model as well")
+        self.config = dit.config
+        self.uses_meanflow = variant.meanflow and dit.config.meanflow
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.dit.compute_dtype
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        txt_byt5: torch.Tensor | None = None,
+        txt_byt5_mask: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+        disable_time_r: bool = False,
+        transformer_options: dict | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        options = transformer_options or {}
+        batch = x.shape[0]
+        text_mask = attention_mask if attention_mask is not None else _ones(context)
+        byt5_mask = None
+        if txt_byt5 is not None:
+            byt5_mask = txt_byt5_mask if txt_byt5_mask is not None else _ones(txt_byt5)
+        g = None
+        if self.config.guidance_embed and guidance is not None:
+            g = (guidance.float().reshape(-1) * GUIDANCE_EMBED_MULTIPLIER).expand(batch)
+        r = None
+        if self.uses_meanflow and not disable_time_r:
+            sigma = options.get("sigmas", timestep / TIMESTEP_MULTIPLIER)
+            found = meanflow_r(sigma, options.get("sample_sigmas"))
+            if found is not None:
+                r = (found.float() * TIMESTEP_MULTIPLIER).reshape(1).expand(batch).to(timestep.device)
+        return self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
+
+
+def _ones(states: torch.Tensor) -> torch.Tensor:
+    return torch.ones(states.shape[:2], dtype=torch.int64, device=states.device)
+
+
+class PaddedText(comfy.conds.CONDRegular):
+    """Token states or their mask, batched with other prompts of any length by zero-padding the token axis.
+
+    The official pipeline runs the negative and the positive prompt in one forward, padded and masked; with this
+    ComfyUI does the same instead of one forward per prompt (masks pad with 0: padding is never attended to).
+    """
+
+    def can_concat(self, other: comfy.conds.CONDRegular) -> bool:
+        a, b = self.cond, other.cond
+        return (
+            isinstance(other, PaddedText) and a.ndim == b.ndim and a.shape[2:] == b.shape[2:] and a.device == b.device
+        )
+
+    def concat(self, others: list[comfy.conds.CONDRegular]) -> torch.Tensor:
+        parts = [self.cond, *(o.cond for o in others)]
+        length = max(p.shape[1] for p in parts)
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
+        pad = [torch.nn.functional.pad(p, (0, 0) * (p.ndim - 2) + (0, length - p.shape[1])) for p in parts]
+        return torch.cat([p.to(dtype) for p in pad])
+
+
+def _model_config(variant: Variant) -> comfy.supported_models_base.BASE:
+    """ComfyUI's description of the model: flow matching with the variant's official shift, multiplier 1000, the
+    HunyuanImage latent format (process_in multiplies by the VAE's scaling factor)."""
+    refiner = variant.name == "refiner"
+    config = comfy.supported_models_base.BASE({"disable_unet_model_creation": True})
+    config.sampling_settings = {"shift": variant.shift, "multiplier": TIMESTEP_MULTIPLIER}
+    latent_format = comfy.latent_formats.HunyuanImage21Refiner if refiner else comfy.latent_formats.HunyuanImage21
+    config.latent_format = latent_format()
+    config.memory_usage_factor = 7.7  # ComfyUI's figure for this architecture (activation memory per latent pixel)
+    return config
+
+
+class HunyuanImage21Model(comfy.model_base.BaseModel):
+    """ComfyUI's model object for the pack's DiT: conditioning in, the DiT's velocity out (as a denoised latent)."""
+
+    def __init__(self, dit: HunyuanImageDiT, device: torch.device | None = None) -> None:
+        variant = get_variant(dit.config.variant)
+        super().__init__(_model_config(variant), comfy.model_base.ModelType.FLOW, device=device)
+        self.variant = variant
+        self.diffusion_model = DiffusionModel(dit, variant)
+
+    def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
+        """Text states and masks always present (so the negative and positive prompts batch into one forward, as
+        officially), ByT5 as an all-masked placeholder token when the prompt quotes nothing."""
+        out = super().extra_conds(**kwargs)
+        config = self.diffusion_model.config
+        cross_attn = kwargs.get("cross_attn")
+        if cross_attn is not None:
+            mask = kwargs.get("attention_mask")
+            out["c_crossattn"] = PaddedText(cross_attn)
+            out["attention_mask"] = PaddedText(_ones(cross_attn) if mask is None else mask.to(torch.int64))
+            if config.byt5_dim is not None:
+                byt5, byt5_mask = kwargs.get("conditioning_byt5small"), kwargs.get(BYT5_MASK)
+                if byt5 is None or byt5.shape[1] == 0:
+                    byt5 = torch.zeros(cross_attn.shape[0], 1, config.byt5_dim, dtype=cross_attn.dtype)
+                    byt5_mask = torch.zeros(cross_attn.shape[0], 1, dtype=torch.int64)
+                out["txt_byt5"] = PaddedText(byt5)
+                out["txt_byt5_mask"] = PaddedText(_ones(byt5) if byt5_mask is None else byt5_mask.to(torch.int64))
+        if config.guidance_embed:
+            scale = kwargs.get("guidance", self.variant.guidance_scale)  # official: 3.25 distilled, not 6.0
+            out["guidance"] = comfy.conds.CONDRegular(torch.FloatTensor([scale]))
+        if not self.variant.meanflow:
+            out["disable_time_r"] = comfy.conds.CONDConstant(True)
+        return out
+
+
+def wrap_dit(dit: HunyuanImageDiT) -> Any:
+    """The DiT as ComfyUI's MODEL (a patcher over ``HunyuanImage21Model``), handed to its model management."""
+    return management.patch(HunyuanImage21Model(dit), "diffusion")
+
+
+def pack_dit(model: Any) -> HunyuanImageDiT | None:
+    """The pack's DiT inside a MODEL, or None for any other model (e.g. ComfyUI's own HunyuanImage-2.1)."""
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return diffusion_model.dit if isinstance(diffusion_model, DiffusionModel) else None
+
+
+def _described(model: Any) -> str:
+    """What a MODEL that is not the pack's appears to be, for refusals."""
+    inner = getattr(model, "model", None)
+    if inner is None:
+        return f"not a ComfyUI MODEL at all ({type(model).__name__})"
+    name = type(inner).__name__
+    if name.startswith("HunyuanImage21"):
+        return (
+            f"ComfyUI's own HunyuanImage-2.1 model ({name}, e.g. from Load Diffusion Model): load the same file with "
+            "the HunyuanImage 2.1 DiT Loader instead"
+        )
+    return f"a {name} model, not HunyuanImage-2.1: load a HunyuanImage-2.1 file with the HunyuanImage 2.1 DiT Loader"
+
+
+def require_pack_dit(model: Any, node: str) -> HunyuanImageDiT:
+    """The pack's DiT inside ``model``; a clear refusal naming the loader to use for anything else."""
+    dit = pack_dit(model)
+    if dit is None:
+        raise ValueError(f"{node} needs the HunyuanImage-2.1 DiT; the connected MODEL is {_described(model)}")
+    return dit
+
+
+def stage1_dit(model: Any, node: str) -> HunyuanImageDiT:
+    """The base or distilled DiT inside ``model``; the refiner is refused with the node it belongs in."""
+    dit = require_pack_dit(model, node)
+    if dit.config.variant == "refiner":
+        raise ValueError(
+            f"the connected DiT is the refiner: it refines a finished image rather than sampling a latent; use it in "
+            f"the HunyuanImage 2.1 Refiner node, and load the base or distilled DiT for {node}"
+        )
+    return dit

@@ -1,0 +1,138 @@
+"""The pack's MODEL, CONDITIONING and GUIDER inside ComfyUI's own sampling machinery reproduce the pack's loop.
+
+Run inside the hosted ComfyUI on tiny fp32 DiTs with random weights:
+- the pack's guider (official CFG->APG mix, plain and quoted-text prompts) with ComfyUI's ``euler`` equals the
+  core's ``sample()`` on the official schedule;
+- ComfyUI's own ``KSampler`` path (``comfy.sample.sample``, euler, simple scheduler, cfg 3.5) on the pack's base
+  MODEL equals the core's CFG sampling; on the distilled MODEL (cfg 1) it equals the core's distilled sampling;
+- with ``heun`` and ``dpmpp_2m`` the distilled model's MeanFlow ``r`` is, at every call, the next schedule sigma
+  below the evaluated one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hy21_host import run_in_comfyui
+
+pytestmark = pytest.mark.parity
+
+PROBE = """
+import importlib.util
+import torch
+
+root = sys.argv[2]
+spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["hy21_pack"] = pack
+spec.loader.exec_module(pack)
+
+import comfy.sample
+from hy21_pack.hunyuan_core.dit import DiTConfig, HunyuanImageDiT
+from hy21_pack.hunyuan_core.sampling import CFGGuidance, Conditioning, plan_sampling, sample, to_model_space
+from hy21_pack.nodes.conditioning import to_comfy
+from hy21_pack.nodes.guider import HunyuanGuider, sample_with_guider
+from hy21_pack.nodes.model import wrap_dit
+
+torch.set_num_threads(1)
+BASE = DiTConfig(variant="base", hidden_size=64, num_heads=2, depth_double=1, depth_single=1, rope_axes=(16, 16),
+                 text_dim=48, byt5_dim=40, byt5_hidden=96)
+DISTILLED = BASE.with_(variant="distilled", guidance_embed=True, meanflow=True)
+
+
+def tiny(cfg, seed):
+    g = torch.Generator().manual_seed(seed)
+    model = HunyuanImageDiT(cfg, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def texts(quoted):
+    g = torch.Generator().manual_seed(7)
+    ones = lambda n: torch.ones(1, n, dtype=torch.int64)
+    byt5 = dict(byt5=torch.randn(1, 5, 40, generator=g), byt5_mask=ones(5)) if quoted else {}
+    pos = Conditioning(mllm=torch.randn(1, 7, 48, generator=g), mllm_mask=ones(7), has_quoted_text=quoted, **byt5)
+    neg = Conditioning(mllm=torch.randn(1, 4, 48, generator=g), mllm_mask=ones(4))
+    return pos, neg
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+noise = torch.randn(1, 64, 4, 6, generator=torch.Generator().manual_seed(3))
+empty = torch.zeros_like(noise)
+result = {}
+
+base = tiny(BASE, 0)
+model = wrap_dit(base)
+for quoted in (False, True):
+    pos, neg = texts(quoted)
+    plan = plan_sampling("base", steps=8)
+    want = sample(base, noise, pos, neg, schedule=plan.schedule, guidance=plan.guidance)
+    guider = HunyuanGuider(model, plan.guidance, offset=plan.schedule.offset)
+    guider.set_conds(to_comfy(pos, "p"), to_comfy(neg, ""))
+    got = to_model_space(sample_with_guider(guider, noise, {"samples": empty}, plan.schedule.sigmas, seed=0))
+    result[f"guider_official_quoted={quoted}"] = rel(got, want)
+
+pos, neg = texts(False)
+plan = plan_sampling("base", steps=8, mode="cfg", guidance_scale=3.5)
+want = sample(base, noise, pos, neg, schedule=plan.schedule, guidance=CFGGuidance(3.5))
+got = comfy.sample.sample(model, noise, 8, 3.5, "euler", "simple", to_comfy(pos, "p"), to_comfy(neg, ""), empty,
+                          seed=0, disable_pbar=True)
+result["ksampler_cfg"] = rel(to_model_space(got), want)
+
+distilled = tiny(DISTILLED, 1)
+seen = []
+forward = distilled.forward
+def recording(*args, **kwargs):
+    r = kwargs.get("timestep_r")
+    seen.append((float(args[1][0]) / 1000, None if r is None else float(r[0]) / 1000))
+    return forward(*args, **kwargs)
+distilled.forward = recording
+dmodel = wrap_dit(distilled)
+plan = plan_sampling("distilled", steps=8)
+want = sample(distilled, noise, pos, None, schedule=plan.schedule, guidance=plan.guidance)
+got = comfy.sample.sample(dmodel, noise, 8, 1.0, "euler", "simple", to_comfy(pos, "p"), to_comfy(neg, ""), empty,
+                          seed=0, disable_pbar=True)
+result["ksampler_distilled"] = rel(to_model_space(got), want)
+guider = HunyuanGuider(dmodel, plan.guidance)
+guider.set_conds(to_comfy(pos, "p"), None)
+got = to_model_space(sample_with_guider(guider, noise, {"samples": empty}, plan.schedule.sigmas, seed=0))
+result["guider_distilled"] = rel(got, want)
+
+for sampler in ("heun", "dpmpp_2m"):
+    seen.clear()
+    comfy.sample.sample(dmodel, noise, 6, 1.0, sampler, "simple", to_comfy(pos, "p"), to_comfy(neg, ""), empty,
+                        seed=0, disable_pbar=True)
+    sigmas = comfy.samplers.calculate_sigmas(dmodel.get_model_object("model_sampling"), "simple", 6).tolist()
+    wrong = [(s, r) for s, r in seen if r is None or abs(r - max(x for x in sigmas if x < s - 1e-7)) > 1e-6]
+    result[f"meanflow_r_{sampler}"] = {"calls": len(seen), "wrong": wrong[:3]}
+"""
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    return run_in_comfyui(PROBE, timeout=600)
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted-text"])
+def test_guider_with_comfy_euler_equals_the_pack_loop(results, quoted):
+    assert results[f"guider_official_quoted={quoted}"] <= 1e-5
+
+
+def test_native_ksampler_cfg_equals_the_pack_cfg_sampling(results):
+    assert results["ksampler_cfg"] <= 1e-5
+
+
+def test_native_ksampler_on_distilled_equals_the_pack_distilled_sampling(results):
+    assert results["ksampler_distilled"] <= 1e-5
+    assert results["guider_distilled"] <= 1e-5
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpmpp_2m"])
+def test_meanflow_r_is_the_next_schedule_sigma_at_every_call(results, sampler):
+    found = results[f"meanflow_r_{sampler}"]
+    assert found["calls"] >= 6 and found["wrong"] == [], found
