@@ -12,7 +12,7 @@ from ..hunyuan_core.sampling import APG_OFFICIAL, guidance_for, parse_apg_start,
 from ..hunyuan_core.variants import BASE, DISTILLED
 from . import host, widgets
 from .guider import HunyuanGuider
-from .model import stage1_dit
+from .model import stage1_variant
 from .sampler import APG_START_TOOLTIP, AUTO, GUIDANCE_MODES, OFFICIAL_VALUES, apg_start_problem
 
 
@@ -63,7 +63,7 @@ class HunyuanImage21Guider(io.ComfyNode):
         cls, model, positive: list, guidance_scale: float, guidance_mode: str, apg_start: str,
         negative: list | None = None,
     ) -> io.NodeOutput:  # fmt: skip
-        variant = stage1_dit(model, "the HunyuanImage 2.1 Guider").config.variant
+        variant = stage1_variant(model, "the HunyuanImage 2.1 Guider")
         guidance = guidance_for(
             variant, None if guidance_mode == AUTO else guidance_mode, widgets.or_official(guidance_scale),
             apg_start=parse_apg_start(apg_start.strip()),
@@ -100,6 +100,6 @@ class HunyuanImage21Scheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps: int, shift: float) -> io.NodeOutput:
-        variant = stage1_dit(model, "the HunyuanImage 2.1 Scheduler").config.variant
+        variant = stage1_variant(model, "the HunyuanImage 2.1 Scheduler")
         plan = plan_sampling(variant, steps=widgets.or_official(steps), shift=widgets.or_official(shift))
         return io.NodeOutput(plan.schedule.sigmas)

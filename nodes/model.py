@@ -120,6 +120,16 @@ class PaddedText(comfy.conds.CONDRegular):
         return torch.cat([p.to(dtype) for p in pad])
 
 
+def check_text_width(states: torch.Tensor, width: int) -> None:
+    """Refuse conditioning from another model family before it reaches the DiT, naming the encoder to use."""
+    if states.ndim != 3 or states.shape[-1] != width:
+        raise ValueError(
+            f"the conditioning holds text states of shape {tuple(states.shape)}, but HunyuanImage-2.1 reads "
+            f"Qwen2.5-VL-7B states of width {width}: encode the prompt with the HunyuanImage 2.1 Text Encode node "
+            "(or ComfyUI's Load CLIP with type hunyuan_image), not with another model's text encoder"
+        )
+
+
 def _model_config(variant: Variant) -> comfy.supported_models_base.BASE:
     """ComfyUI's description of the model: flow matching with the variant's official shift, multiplier 1000, the
     HunyuanImage latent format (process_in multiplies by the VAE's scaling factor)."""
@@ -148,6 +158,7 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
         config = self.diffusion_model.config
         cross_attn = kwargs.get("cross_attn")
         if cross_attn is not None:
+            check_text_width(cross_attn, config.text_dim)
             mask = kwargs.get("attention_mask")
             out["c_crossattn"] = PaddedText(cross_attn)
             out["attention_mask"] = PaddedText(_ones(cross_attn) if mask is None else mask.to(torch.int64))
@@ -177,34 +188,55 @@ def pack_dit(model: Any) -> HunyuanImageDiT | None:
     return diffusion_model.dit if isinstance(diffusion_model, DiffusionModel) else None
 
 
+def native_variant(model: Any) -> str | None:
+    """The variant of ComfyUI's own HunyuanImage-2.1 MODEL (e.g. from Load Diffusion Model), read from the config
+    ComfyUI detected from the file; None for any other model."""
+    inner = getattr(model, "model", None)
+    if not isinstance(inner, comfy.model_base.HunyuanImage21):
+        return None
+    if isinstance(inner, comfy.model_base.HunyuanImage21Refiner):
+        return "refiner"
+    return "distilled" if inner.model_config.unet_config.get("guidance_embed") else "base"
+
+
+def model_variant(model: Any) -> str | None:
+    """Which HunyuanImage-2.1 variant a MODEL holds: the pack's DiT or ComfyUI's own; None for other models."""
+    dit = pack_dit(model)
+    return dit.config.variant if dit is not None else native_variant(model)
+
+
 def _described(model: Any) -> str:
-    """What a MODEL that is not the pack's appears to be, for refusals."""
+    """What a MODEL that is not HunyuanImage-2.1 appears to be, for refusals."""
     inner = getattr(model, "model", None)
     if inner is None:
         return f"not a ComfyUI MODEL at all ({type(model).__name__})"
-    name = type(inner).__name__
-    if name.startswith("HunyuanImage21"):
-        return (
-            f"ComfyUI's own HunyuanImage-2.1 model ({name}, e.g. from Load Diffusion Model): load the same file with "
-            "the HunyuanImage 2.1 DiT Loader instead"
-        )
-    return f"a {name} model, not HunyuanImage-2.1: load a HunyuanImage-2.1 file with the HunyuanImage 2.1 DiT Loader"
+    return f"a {type(inner).__name__} model: load a HunyuanImage-2.1 file with the HunyuanImage 2.1 DiT Loader"
 
 
 def require_pack_dit(model: Any, node: str) -> HunyuanImageDiT:
     """The pack's DiT inside ``model``; a clear refusal naming the loader to use for anything else."""
     dit = pack_dit(model)
     if dit is None:
-        raise ValueError(f"{node} needs the HunyuanImage-2.1 DiT; the connected MODEL is {_described(model)}")
+        found = (
+            _described(model)
+            if native_variant(model) is None
+            else (
+                "ComfyUI's own HunyuanImage-2.1 model: load the file with the HunyuanImage 2.1 DiT Loader for this node"
+            )
+        )
+        raise ValueError(f"{node} needs the pack's HunyuanImage-2.1 DiT; the connected MODEL is {found}")
     return dit
 
 
-def stage1_dit(model: Any, node: str) -> HunyuanImageDiT:
-    """The base or distilled DiT inside ``model``; the refiner is refused with the node it belongs in."""
-    dit = require_pack_dit(model, node)
-    if dit.config.variant == "refiner":
+def stage1_variant(model: Any, node: str) -> str:
+    """``base`` or ``distilled`` for a stage-1 HunyuanImage-2.1 MODEL (the pack's or ComfyUI's own); the refiner
+    and other model families are refused, naming what to use instead."""
+    variant = model_variant(model)
+    if variant is None:
+        raise ValueError(f"{node} samples HunyuanImage-2.1; the connected MODEL is {_described(model)}")
+    if variant == "refiner":
         raise ValueError(
             f"the connected DiT is the refiner: it refines a finished image rather than sampling a latent; use it in "
             f"the HunyuanImage 2.1 Refiner node, and load the base or distilled DiT for {node}"
         )
-    return dit
+    return variant

@@ -10,10 +10,10 @@ import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..hunyuan_core.sampling import APG_OFFICIAL, MODES, NOISE_MODES, make_noise, parse_apg_start, plan_sampling
-from ..hunyuan_core.variants import BASE, DISTILLED
+from ..hunyuan_core.variants import BASE, DISTILLED, STAGE1_LATENT
 from . import host, widgets
 from .guider import HunyuanGuider, sample_with_guider
-from .model import stage1_dit
+from .model import stage1_variant
 
 AUTO = "auto"
 GUIDANCE_MODES = (AUTO, *MODES)  # the guidance_mode menu and its check
@@ -28,12 +28,13 @@ APG_START_TOOLTIP = (
 )
 
 
-def check_stage1_latent(config, samples) -> None:
+def check_stage1_latent(variant: str, samples) -> None:
     """Refuse latents of the wrong shape, naming the node that makes the right one."""
-    if samples.ndim != 4 or samples.shape[1] != config.out_channels:
+    channels = STAGE1_LATENT.channels
+    if samples.ndim != 4 or samples.shape[1] != channels:
         raise ValueError(
-            f"the latent has shape {tuple(samples.shape)}, but the {config.variant} model needs "
-            f"[B, {config.out_channels}, H/32, W/32]: use the HunyuanImage 2.1 Empty Latent or its VAE Encode"
+            f"the latent has shape {tuple(samples.shape)}, but the {variant} model needs "
+            f"[B, {channels}, H/32, W/32]: use the HunyuanImage 2.1 Empty Latent or its VAE Encode"
         )
 
 
@@ -128,12 +129,12 @@ class HunyuanImage21Sampler(io.ComfyNode):
         cls, model, positive: list, latent: dict, seed: int, steps: int, guidance_scale: float, shift: float,
         guidance_mode: str, apg_start: str, denoise: float, noise_mode: str, negative: list | None = None, sigmas=None,
     ) -> io.NodeOutput:  # fmt: skip
-        config = stage1_dit(model, "the HunyuanImage 2.1 Sampler").config
+        variant = stage1_variant(model, "the HunyuanImage 2.1 Sampler")
         samples = latent["samples"]
-        check_stage1_latent(config, samples)
+        check_stage1_latent(variant, samples)
         custom = sigmas is not None
         plan = plan_sampling(
-            config.variant, steps=None if custom else widgets.or_official(steps),
+            variant, steps=None if custom else widgets.or_official(steps),
             shift=widgets.or_official(shift), sigmas=sigmas, denoise=1.0 if custom else denoise,
             mode=None if guidance_mode == AUTO else guidance_mode, guidance_scale=widgets.or_official(guidance_scale),
             apg_start=apg_start.strip(),

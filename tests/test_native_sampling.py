@@ -136,3 +136,58 @@ def test_native_ksampler_on_distilled_equals_the_pack_distilled_sampling(results
 def test_meanflow_r_is_the_next_schedule_sigma_at_every_call(results, sampler):
     found = results[f"meanflow_r_{sampler}"]
     assert found["calls"] >= 6 and found["wrong"] == [], found
+
+
+NATIVE_PROBE = """
+import importlib.util
+import torch
+
+root = sys.argv[2]
+spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["hy21_pack"] = pack
+spec.loader.exec_module(pack)
+sys.path[1:1] = [root, root + "/tests", root + "/scripts"]
+
+import comfy.sd
+from dit_files import to_layout
+from hy21_pack.hunyuan_core.dit import DiTConfig, HunyuanImageDiT
+from hy21_pack.hunyuan_core.dit import keys as K
+from hy21_pack.hunyuan_core.sampling import Conditioning, plan_sampling
+from hy21_pack.nodes.conditioning import to_comfy
+from hy21_pack.nodes.guider import HunyuanGuider, sample_with_guider
+from hy21_pack.nodes.model import model_variant, wrap_dit
+
+torch.set_num_threads(1)
+# ComfyUI's own detection needs 128-wide heads, (64, 64) rope axes and the real ByT5 mapper widths
+cfg = DiTConfig(variant="base", hidden_size=256, num_heads=2, depth_double=1, depth_single=1, rope_axes=(64, 64),
+                text_dim=48, byt5_dim=1472, byt5_hidden=2048)
+g = torch.Generator().manual_seed(0)
+ours = HunyuanImageDiT(cfg, dtype=torch.float32)
+with torch.no_grad():
+    for p in ours.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+ours.eval()
+native = comfy.sd.load_diffusion_model_state_dict(to_layout(ours.state_dict(), K.COMFY, cfg.hidden_size))
+ones = lambda n: torch.ones(1, n, dtype=torch.int64)
+pos = Conditioning(mllm=torch.randn(1, 7, 48, generator=g), mllm_mask=ones(7))
+neg = Conditioning(mllm=torch.randn(1, 4, 48, generator=g), mllm_mask=ones(4))
+noise = torch.randn(1, 64, 4, 6, generator=g)
+plan = plan_sampling("base", steps=8)
+outs = {}
+for name, model in (("pack", wrap_dit(ours)), ("native", native)):
+    guider = HunyuanGuider(model, plan.guidance)
+    guider.set_conds(to_comfy(pos, "p"), to_comfy(neg, ""))
+    outs[name] = sample_with_guider(guider, noise, {"samples": torch.zeros_like(noise)}, plan.schedule.sigmas, seed=0)
+a, b = outs["pack"], outs["native"]
+result = {"variants": [model_variant(native), type(native.model).__name__],
+          "rel": float((a - b).abs().max() / a.abs().max())}
+"""
+
+
+def test_the_pack_guider_runs_the_official_mix_over_comfyuis_own_model():
+    """ComfyUI's own HunyuanImage-2.1 model (UNETLoader's path) from the same weights, sampled by the pack's guider,
+    agrees with the pack's MODEL: the official guidance runs over native's forward."""
+    result = run_in_comfyui(NATIVE_PROBE, timeout=600)
+    assert result["variants"] == ["base", "HunyuanImage21"]
+    assert result["rel"] <= 1e-4, result
