@@ -1,18 +1,55 @@
-"""VAE decode and encode with HunyuanImage-2.1's 32x VAE, in ComfyUI's LATENT and IMAGE conventions."""
+"""VAE decode and encode with HunyuanImage-2.1's 32x VAE, in ComfyUI's LATENT and IMAGE conventions.
+
+Both nodes take the pack's VAE (the official arithmetic, fp16 decode on GPUs) or ComfyUI's own VAE loaded from a
+HunyuanImage-2.1 file (its Load VAE node), so either loader serves every workflow. The pack's VAE stays its own type:
+ComfyUI's VAE class has no public way to carry another implementation's model.
+"""
 
 from __future__ import annotations
 
 import comfy.model_management as mm
+import comfy.sd
+import torch
 from comfy_api.latest import io
 
 from ..hunyuan_core.vae import Tiling, decode_image, encode_image
 from ..hunyuan_core.vae_common import PRECISIONS as VAE_PRECISIONS
+from ..hunyuan_core.variants import STAGE1_LATENT, STAGE1_VAE_FILE
 from . import host, management, widgets
 from .types import VAE
 
 AUTO = "auto"
 ENCODE_PRECISIONS = tuple(VAE_PRECISIONS)  # the working precisions both VAEs accept: the encode menu and its check
 DECODE_PRECISIONS = (AUTO, *ENCODE_PRECISIONS)  # the decode menus (here and in the refiner) and their check
+
+
+def vae_input() -> io.MultiType.Input:
+    """The ``vae`` input: the pack's VAE or ComfyUI's own VAE of HunyuanImage-2.1."""
+    return io.MultiType.Input(
+        VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader, or ComfyUI's Load VAE with the same file."),
+        types=[VAE, io.Vae],
+    )
+
+
+def native_vae(vae) -> comfy.sd.VAE | None:
+    """ComfyUI's own VAE (checked to be HunyuanImage-2.1's 64-channel, 32x one), or None for the pack's."""
+    if not isinstance(vae, comfy.sd.VAE):
+        return None
+    channels, factor = getattr(vae, "latent_channels", None), vae.spacial_compression_decode()
+    if (channels, factor) != (STAGE1_LATENT.channels, STAGE1_LATENT.compression):
+        raise ValueError(
+            f"the connected VAE has {channels} latent channels and {factor}x compression, not HunyuanImage-2.1's "
+            f"{STAGE1_LATENT.channels} and {STAGE1_LATENT.compression}x: load {STAGE1_VAE_FILE.name} with the "
+            "HunyuanImage 2.1 VAE Loader (or ComfyUI's Load VAE)"
+        )
+    return vae
+
+
+def native_decode(vae: comfy.sd.VAE, samples: torch.Tensor, tile_size: int) -> torch.Tensor:
+    """Decode with ComfyUI's own VAE (its own precision choice); ``tile_size`` in latent cells as for the pack's."""
+    if tile_size:
+        return vae.decode_tiled(samples, tile_x=tile_size, tile_y=tile_size, overlap=tile_size // 4)
+    return vae.decode(samples)
 
 
 def device_precision(precision: str, vae) -> str:
@@ -35,11 +72,12 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
                 "GPUs, decode one image at a time, or enable tiling (approximate: it can leave faint seams)."
             ),
             inputs=[
-                VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader."),
+                vae_input(),
                 io.Latent.Input("latent", tooltip="A [B, 64, H/32, W/32] latent, e.g. from the sampler."),
                 widgets.combo_input(
                     "precision", DECODE_PRECISIONS, default=AUTO, advanced=True,
-                    tooltip="auto: fp16 on a GPU (as official), fp32 on the CPU. fp32 is exact but slower.",
+                    tooltip="auto: fp16 on a GPU (as official), fp32 on the CPU. fp32 is exact but slower. "
+                    "ComfyUI's own VAE uses its own precision.",
                 ),
                 host.build(
                     io.Int.Input, "batch_slice", default=0, min=0, max=64, advanced=True,
@@ -61,6 +99,8 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, latent: dict, precision: str, batch_slice: int, tile_size: int) -> io.NodeOutput:
+        if native_vae(vae) is not None:
+            return io.NodeOutput(native_decode(vae, latent["samples"], tile_size))
         management.load(vae)
         tiling = Tiling(tile=tile_size, overlap=tile_size // 4) if tile_size else None
         images = decode_image(
@@ -80,7 +120,7 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
             category="HunyuanImage/latent",
             description="Encodes an image (sides multiples of 32) to a HunyuanImage-2.1 latent, e.g. for img2img.",
             inputs=[
-                VAE.Input("vae", tooltip="From the HunyuanImage 2.1 VAE Loader."),
+                vae_input(),
                 io.Image.Input("image", tooltip="The image to encode; width and height must be multiples of 32."),
                 widgets.combo_input(
                     "precision", ENCODE_PRECISIONS, default="fp32", advanced=True,
@@ -98,6 +138,8 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, image, precision: str) -> io.NodeOutput:
+        if native_vae(vae) is not None:
+            return io.NodeOutput({"samples": vae.encode(image[..., :3])})
         management.load(vae)
         samples = encode_image(vae.model, image, precision=precision, output_device=mm.intermediate_device())
         return io.NodeOutput({"samples": samples})

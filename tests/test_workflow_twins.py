@@ -91,7 +91,8 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 assert target == node["id"] and node["inputs"][target_slot]["name"] == name, f"link {link} misplaced"
                 source_outputs = object_info[nodes[source]["type"]]["output"]
                 assert link_type == source_outputs[slot], f"link {link} carries {link_type}, not {source_outputs[slot]}"
-                assert link_type == spec[0] or is_widget(spec), f"link {link} into {name!r} of type {spec[0]}"
+                accepted = spec[0].split(",") if isinstance(spec[0], str) else []  # "A,B": a multi-type input
+                assert link_type in accepted or is_widget(spec), f"link {link} into {name!r} of type {spec[0]}"
                 inputs[name] = [str(source), slot]
             elif is_widget(spec):
                 inputs[name] = value
