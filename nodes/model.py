@@ -120,6 +120,16 @@ class PaddedText(comfy.conds.CONDRegular):
         return torch.cat([p.to(dtype) for p in pad])
 
 
+@functools.cache
+def note_native_conditioning() -> None:
+    """Said once: conditioning from ComfyUI's own text encoder is accepted, and where it is not the official one."""
+    log.info(
+        "HunyuanImage-2.1: this conditioning comes from ComfyUI's own text encoder, which differs from the official "
+        "encoding in three ways (ASCII 'quotes' are not read as text to render, quoted text is not cut at 128 "
+        "bytes, prompts are not cut at 1000 tokens); HunyuanImage 2.1 Text Encode gives the official one"
+    )
+
+
 def check_text_width(states: torch.Tensor, width: int) -> None:
     """Refuse conditioning from another model family before it reaches the DiT, naming the encoder to use."""
     if states.ndim != 3 or states.shape[-1] != width:
@@ -159,6 +169,8 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
         cross_attn = kwargs.get("cross_attn")
         if cross_attn is not None:
             check_text_width(cross_attn, config.text_dim)
+            if QUOTED_TEXT not in kwargs:
+                note_native_conditioning()
             mask = kwargs.get("attention_mask")
             out["c_crossattn"] = PaddedText(cross_attn)
             out["attention_mask"] = PaddedText(_ones(cross_attn) if mask is None else mask.to(torch.int64))
