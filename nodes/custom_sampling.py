@@ -12,7 +12,7 @@ from ..hunyuan_core.sampling import APG_OFFICIAL, guidance_for, parse_apg_start,
 from ..hunyuan_core.variants import BASE, DISTILLED
 from . import host, widgets
 from .guider import HunyuanGuider
-from .model import stage1_variant
+from .model import patched_shift, stage1_variant
 from .sampler import APG_START_TOOLTIP, AUTO, GUIDANCE_MODES, OFFICIAL_VALUES, apg_start_problem
 
 
@@ -88,7 +88,10 @@ class HunyuanImage21Scheduler(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model whose official step count and shift are the defaults."),
                 widgets.steps_input(1000, f"-1 = official (base {BASE.steps}, distilled {DISTILLED.steps})."),
-                widgets.shift_input(f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g})."),
+                widgets.shift_input(
+                    f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g}), or the shift of a "
+                    "ModelSamplingSD3 / AuraFlow patch on the model."
+                ),
             ],
             outputs=[io.Sigmas.Output(tooltip="For SamplerCustomAdvanced (or SplitSigmas for img2img).")],
             search_aliases=host.aliases("scheduler", "sigmas", "basic scheduler", "flow shift"),
@@ -101,5 +104,6 @@ class HunyuanImage21Scheduler(io.ComfyNode):
     @classmethod
     def execute(cls, model, steps: int, shift: float) -> io.NodeOutput:
         variant = stage1_variant(model, "the HunyuanImage 2.1 Scheduler")
-        plan = plan_sampling(variant, steps=widgets.or_official(steps), shift=widgets.or_official(shift))
+        shift = widgets.or_official(shift) or patched_shift(model)
+        plan = plan_sampling(variant, steps=widgets.or_official(steps), shift=shift)
         return io.NodeOutput(plan.schedule.sigmas)

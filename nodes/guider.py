@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
 import node_helpers
@@ -104,7 +105,13 @@ def sample_with_guider(
     samples = latent["samples"]
     sampler = comfy.samplers.sampler_object(sampler_name)
     mask = latent.get("noise_mask")
-    return guider.sample(
+    out = guider.sample(
         noise, samples, sampler, sigmas, denoise_mask=mask, callback=callback,
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
     )  # fmt: skip
+    if mask is None:
+        return out
+    # ComfyUI's samplers keep the unmasked region up to float rounding (Euler's last step, the latent scaling in
+    # and out): blend once more so it is the input latent exactly.
+    keep = comfy.sampler_helpers.prepare_mask(mask, out.shape, out.device)
+    return out * keep + samples.to(out.device, out.dtype) * (1 - keep)

@@ -15,6 +15,7 @@ from typing import Any
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
+import comfy.patcher_extension
 import comfy.supported_models_base
 import torch
 from torch import nn
@@ -65,6 +66,17 @@ class DiffusionModel(nn.Module):
         return self.dit.compute_dtype
 
     def forward(
+        self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, *args: Any,
+        transformer_options: dict | None = None, **kwargs: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """Through ComfyUI's diffusion-model wrappers (step caches such as EasyCache hook in here), as ComfyUI's own
+        models do; ``transformer_options`` goes by keyword, where those wrappers look for it."""
+        options = transformer_options or {}
+        wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, options)
+        executor = comfy.patcher_extension.WrapperExecutor.new_class_executor(self._forward, self, wrappers)
+        return executor.execute(x, timestep, context, *args, transformer_options=options, **kwargs)
+
+    def _forward(
         self,
         x: torch.Tensor,
         timestep: torch.Tensor,
@@ -192,6 +204,18 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
 def wrap_dit(dit: HunyuanImageDiT) -> Any:
     """The DiT as ComfyUI's MODEL (a patcher over ``HunyuanImage21Model``), handed to its model management."""
     return management.patch(HunyuanImage21Model(dit), "diffusion")
+
+
+def patched_shift(model: Any) -> float | None:
+    """The shift of a model-sampling patch on ``model`` (ModelSamplingSD3 / AuraFlow ...), None when unpatched.
+
+    Only a patch counts: ComfyUI's own HunyuanImage-2.1 model carries shift 5 for the distilled model, where the
+    official value is 4, so an unpatched model keeps the official shift.
+    """
+    if "model_sampling" not in getattr(model, "object_patches", {}):
+        return None
+    shift = getattr(model.get_model_object("model_sampling"), "shift", None)
+    return float(shift) if shift is not None else None
 
 
 def pack_dit(model: Any) -> HunyuanImageDiT | None:

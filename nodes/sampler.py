@@ -13,7 +13,7 @@ from ..hunyuan_core.sampling import APG_OFFICIAL, MODES, NOISE_MODES, make_noise
 from ..hunyuan_core.variants import BASE, DISTILLED, STAGE1_LATENT
 from . import host, widgets
 from .guider import HunyuanGuider, sample_with_guider
-from .model import stage1_variant
+from .model import patched_shift, stage1_variant
 
 AUTO = "auto"
 GUIDANCE_MODES = (AUTO, *MODES)  # the guidance_mode menu and its check
@@ -83,8 +83,8 @@ class HunyuanImage21Sampler(io.ComfyNode):
                     "Higher follows the prompt harder.",
                 ),
                 widgets.shift_input(
-                    f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g}). Higher spends more steps "
-                    "on coarse structure.",
+                    f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g}), or the shift of a "
+                    "ModelSamplingSD3 / AuraFlow patch on the model. Higher spends more steps on coarse structure.",
                 ),
                 widgets.combo_input(
                     "guidance_mode", GUIDANCE_MODES, default=AUTO, advanced=True,
@@ -135,7 +135,7 @@ class HunyuanImage21Sampler(io.ComfyNode):
         custom = sigmas is not None
         plan = plan_sampling(
             variant, steps=None if custom else widgets.or_official(steps),
-            shift=widgets.or_official(shift), sigmas=sigmas, denoise=1.0 if custom else denoise,
+            shift=widgets.or_official(shift) or patched_shift(model), sigmas=sigmas, denoise=1.0 if custom else denoise,
             mode=None if guidance_mode == AUTO else guidance_mode, guidance_scale=widgets.or_official(guidance_scale),
             apg_start=apg_start.strip(),
         )  # fmt: skip
