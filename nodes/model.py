@@ -39,8 +39,8 @@ def meanflow_r(sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tens
     """
     if schedule is None:
         return None
-    below = schedule[schedule < sigma.max()]
-    return below.max() if below.numel() else torch.zeros((), dtype=schedule.dtype, device=schedule.device)
+    # the largest schedule sigma below ``sigma`` (0 when none), without boolean indexing: no host sync on a GPU
+    return torch.where(schedule < sigma.max(), schedule, torch.zeros_like(schedule)).max()
 
 
 class DiffusionModel(nn.Module):
@@ -125,6 +125,8 @@ class PaddedText(comfy.conds.CONDRegular):
         )
 
     def concat(self, others: list[comfy.conds.CONDRegular]) -> torch.Tensor:
+        if not others:  # one prompt per forward (the distilled model): nothing to pad, nothing to copy
+            return self.cond
         parts = [self.cond, *(o.cond for o in others)]
         length = max(p.shape[1] for p in parts)
         dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
@@ -179,6 +181,11 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
         out = super().extra_conds(**kwargs)
         config = self.diffusion_model.config
         cross_attn = kwargs.get("cross_attn")
+        device = kwargs.get("device")
+        if cross_attn is not None and device is not None:
+            # on the sampling device once, so the per-step batching of prompts runs there, not on the CPU
+            kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            cross_attn = kwargs["cross_attn"]
         if cross_attn is not None:
             check_text_width(cross_attn, config.text_dim)
             if QUOTED_TEXT not in kwargs:
@@ -189,13 +196,13 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
             if config.byt5_dim is not None:
                 byt5, byt5_mask = kwargs.get("conditioning_byt5small"), kwargs.get(BYT5_MASK)
                 if byt5 is None or byt5.shape[1] == 0:
-                    byt5 = torch.zeros(cross_attn.shape[0], 1, config.byt5_dim, dtype=cross_attn.dtype)
-                    byt5_mask = torch.zeros(cross_attn.shape[0], 1, dtype=torch.int64)
+                    byt5 = cross_attn.new_zeros(cross_attn.shape[0], 1, config.byt5_dim)
+                    byt5_mask = torch.zeros(cross_attn.shape[0], 1, dtype=torch.int64, device=cross_attn.device)
                 out["txt_byt5"] = PaddedText(byt5)
                 out["txt_byt5_mask"] = PaddedText(_ones(byt5) if byt5_mask is None else byt5_mask.to(torch.int64))
         if config.guidance_embed:
             scale = kwargs.get("guidance", self.variant.guidance_scale)  # official: 3.25 distilled, not 6.0
-            out["guidance"] = comfy.conds.CONDRegular(torch.FloatTensor([scale]))
+            out["guidance"] = comfy.conds.CONDRegular(torch.tensor([float(scale)], device=device))
         if not self.variant.meanflow:
             out["disable_time_r"] = comfy.conds.CONDConstant(True)
         return out

@@ -7,8 +7,10 @@ ComfyUI's VAE class has no public way to carry another implementation's model.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import comfy.model_management as mm
-import comfy.sd
 import torch
 from comfy_api.latest import io
 
@@ -31,9 +33,14 @@ def vae_input() -> io.MultiType.Input:
     )
 
 
-def native_vae(vae) -> comfy.sd.VAE | None:
-    """ComfyUI's own VAE (checked to be HunyuanImage-2.1's 64-channel, 32x one), or None for the pack's."""
-    if not isinstance(vae, comfy.sd.VAE):
+def native_vae(vae: Any) -> Any | None:
+    """ComfyUI's own VAE (checked to be HunyuanImage-2.1's 64-channel, 32x one), or None for the pack's.
+
+    ``comfy.sd`` is looked up, not imported: a VAE of ComfyUI's can only exist once it is loaded, and importing it
+    here would pull ComfyUI's text-encoder stack (transformers) into the pack's import.
+    """
+    comfy_sd = sys.modules.get("comfy.sd")
+    if comfy_sd is None or not isinstance(vae, comfy_sd.VAE):
         return None
     channels, factor = getattr(vae, "latent_channels", None), vae.spacial_compression_decode()
     if (channels, factor) != (STAGE1_LATENT.channels, STAGE1_LATENT.compression):
@@ -45,7 +52,7 @@ def native_vae(vae) -> comfy.sd.VAE | None:
     return vae
 
 
-def native_decode(vae: comfy.sd.VAE, samples: torch.Tensor, tile_size: int) -> torch.Tensor:
+def native_decode(vae: Any, samples: torch.Tensor, tile_size: int) -> torch.Tensor:
     """Decode with ComfyUI's own VAE (its own precision choice); ``tile_size`` in latent cells as for the pack's."""
     if tile_size:
         return vae.decode_tiled(samples, tile_x=tile_size, tile_y=tile_size, overlap=tile_size // 4)
