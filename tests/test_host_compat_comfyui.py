@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from hy21_host import run_in_comfyui
+from hy21_host import IMPORT_PACK, run_in_comfyui
 
 pytestmark = pytest.mark.server  # the pack's import into a real ComfyUI (no server process)
 
@@ -67,18 +67,14 @@ result = {
 }
 """
 
-PATCH_PROBE = """
-import importlib.util, types
+PATCH_PROBE = (
+    IMPORT_PACK
+    + """
+import types
 import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
-
-root = sys.argv[2]
-spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["hy21_pack"] = pack
-spec.loader.exec_module(pack)
 from hy21_pack.nodes import management
 
 def tiny():
@@ -130,6 +126,7 @@ result["new"] = {
     "load_device": str(patcher.load_device), "text_device": str(mm.text_encoder_device()),
 }
 """
+)
 
 
 @pytest.fixture(scope="module")

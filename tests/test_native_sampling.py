@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from hy21_host import run_in_comfyui
+from hy21_host import IMPORT_PACK, run_in_comfyui
 
 pytestmark = pytest.mark.parity
 
-PROBE = """
-import importlib.util
+PROBE = (
+    IMPORT_PACK
+    + """
 import torch
-
-root = sys.argv[2]
-spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["hy21_pack"] = pack
-spec.loader.exec_module(pack)
 
 import comfy.sample
 from hy21_pack.hunyuan_core.dit import DiTConfig, HunyuanImageDiT
@@ -111,6 +106,7 @@ for sampler in ("heun", "dpmpp_2m"):
     wrong = [(s, r) for s, r in seen if r is None or abs(r - max(x for x in sigmas if x < s - 1e-7)) > 1e-6]
     result[f"meanflow_r_{sampler}"] = {"calls": len(seen), "wrong": wrong[:3]}
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +134,10 @@ def test_meanflow_r_is_the_next_schedule_sigma_at_every_call(results, sampler):
     assert found["calls"] >= 6 and found["wrong"] == [], found
 
 
-NATIVE_PROBE = """
-import importlib.util
+NATIVE_PROBE = (
+    IMPORT_PACK
+    + """
 import torch
-
-root = sys.argv[2]
-spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["hy21_pack"] = pack
-spec.loader.exec_module(pack)
 sys.path[1:1] = [root, root + "/tests", root + "/scripts"]
 
 import comfy.sd
@@ -188,6 +179,7 @@ for case, positive in (("plain", pos), ("quoted", quoted)):
     a, b = outs["pack"], outs["native"]
     result[case] = float((a - b).abs().max() / a.abs().max())
 """
+)
 
 
 def test_the_pack_guider_runs_the_official_mix_over_comfyuis_own_model():

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from hy21_host import run_in_comfyui
+from hy21_host import IMPORT_PACK, run_in_comfyui
 
 pytestmark = pytest.mark.parity
 
-PROBE = """
-import importlib.util
+PROBE = (
+    IMPORT_PACK
+    + """
 import torch
-
-root = sys.argv[2]
-spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["hy21_pack"] = pack
-spec.loader.exec_module(pack)
 sys.path[1:1] = [root, root + "/tests", root + "/scripts"]
 
 import comfy.sd
@@ -66,6 +61,7 @@ else:
     except ValueError as exc:
         result["foreign"] = str(exc)
 """
+)
 
 
 @pytest.fixture(scope="module")

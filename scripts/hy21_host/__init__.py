@@ -4,9 +4,10 @@ Used by the integration tests and by the demo; nothing here is shipped to ComfyU
 """
 
 from .client import ComfyClient, PromptRejectedError, PromptResult
-from .host import ComfyHost, comfyui_version, find_comfyui, repo_root, run_in_comfyui
+from .host import IMPORT_PACK, ComfyHost, comfyui_version, find_comfyui, repo_root, run_in_comfyui
 
 __all__ = [
+    "IMPORT_PACK",
     "ComfyClient",
     "ComfyHost",
     "PromptRejectedError",

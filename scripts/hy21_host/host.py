@@ -71,6 +71,18 @@ print(json.dumps({"result": result, "comfy_file": _hy21_cli.__file__}))
 """
 
 
+# A probe that starts with this has the pack imported as ComfyUI imports a custom node: the package ``hy21_pack``
+# from the repository (``root``), its nodes under ``hy21_pack.nodes``.
+IMPORT_PACK = """
+import importlib.util
+root = sys.argv[2]
+_spec = importlib.util.spec_from_file_location("hy21_pack", root + "/__init__.py", submodule_search_locations=[root])
+pack = importlib.util.module_from_spec(_spec)
+sys.modules["hy21_pack"] = pack
+_spec.loader.exec_module(pack)
+"""
+
+
 def run_in_comfyui(script: str, *args: object, timeout: float = 300.0) -> Any:
     """Run ``script`` in a fresh interpreter inside the hosted ComfyUI (its working directory, on the CPU) and
     return the value it leaves in ``result``, passed back as JSON.
