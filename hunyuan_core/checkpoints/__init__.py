@@ -10,6 +10,8 @@
   ``comfy.ops`` layers all receive them as ComfyUI's own loaders hand them over.
 - ``operations``: ``adopt_operations``, the host's layer classes put into a transformers model's meta build.
 - ``fp8``: ``Fp8Linear``, per-tensor quantization and ``swap_in_fp8``, the one Linear -> Fp8Linear swap.
+- ``gguf_quants``: GGUF tensor bytes dequantized in plain torch on any device (F32 ... Q2_K), equal to the ``gguf``
+  package's reference bit for bit; the GGUF reader and streaming layers that use it come next.
 - ``views``: a file seen under the model's parameter names (``NamedView``).
 - ``vae_layouts``: what the stage-1 and refiner VAE loaders share (layouts, diffusers names, ``VAEFormat``,
   ``VAELoader``).
