@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..hunyuan_core.sampling import Conditioning
+from ..hunyuan_core.variants import DISTILLED
 from .model import BYT5_MASK, PROMPT, QUOTED_TEXT
 
 
@@ -22,7 +23,9 @@ def _padded(mask: torch.Tensor | None) -> bool:
 
 def to_comfy(cond: Conditioning, prompt: str) -> list[list[Any]]:
     """A core ``Conditioning`` (batch 1) as a one-entry CONDITIONING list."""
-    extra: dict[str, Any] = {QUOTED_TEXT: cond.has_quoted_text, PROMPT: prompt}
+    # ``guidance``: the distilled model's official embedded scale, so ComfyUI's own distilled model (whose default
+    # is 6.0) samples with it too under KSampler; FluxGuidance or the pack's Guider override it, base models ignore it
+    extra: dict[str, Any] = {QUOTED_TEXT: cond.has_quoted_text, PROMPT: prompt, "guidance": DISTILLED.guidance_scale}
     if _padded(cond.mllm_mask):
         extra["attention_mask"] = cond.mllm_mask
     if cond.has_byt5:

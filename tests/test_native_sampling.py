@@ -178,6 +178,29 @@ for case, positive in (("plain", pos), ("quoted", quoted)):
         outs[name] = sample_with_guider(guider, noise, latent, plan.schedule.sigmas, seed=0)
     a, b = outs["pack"], outs["native"]
     result[case] = float((a - b).abs().max() / a.abs().max())
+
+# the distilled model through ComfyUI's own CFG sampling (cfg 1, official sigmas: ComfyUI's model carries shift 5,
+# not the official 4): the pack's CONDITIONING carries the official guidance 3.25, so ComfyUI's model (default 6.0)
+# samples as the pack's does
+import comfy.sample
+import comfy.samplers
+dcfg = cfg.with_(variant="distilled", guidance_embed=True, meanflow=True)
+dours = HunyuanImageDiT(dcfg, dtype=torch.float32)
+with torch.no_grad():
+    for p in dours.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+dours.eval()
+dnative = comfy.sd.load_diffusion_model_state_dict(to_layout(dours.state_dict(), K.COMFY, dcfg.hidden_size))
+latent = torch.zeros_like(noise)
+sigmas = plan_sampling("distilled", steps=8).schedule.sigmas
+euler = comfy.samplers.sampler_object("euler")
+run = lambda m, c: comfy.sample.sample_custom(m, noise, 1.0, euler, sigmas, c, c, latent, seed=0, disable_pbar=True)
+a, b = run(wrap_dit(dours), to_comfy(pos, "p")), run(dnative, to_comfy(pos, "p"))
+stripped = [[t, {k: v for k, v in extra.items() if k != "guidance"}] for t, extra in to_comfy(pos, "p")]
+c = run(dnative, stripped)
+result["distilled_variant"] = model_variant(dnative)
+result["distilled_comfy_cfg"] = float((a - b).abs().max() / a.abs().max())
+result["distilled_native_default"] = float((a - c).abs().max() / a.abs().max())
 """
 )
 
@@ -188,3 +211,6 @@ def test_the_pack_guider_runs_the_official_mix_over_comfyuis_own_model():
     result = run_in_comfyui(NATIVE_PROBE, timeout=600)
     assert result["variants"] == ["base", "HunyuanImage21"]
     assert result["plain"] <= 1e-4 and result["quoted"] <= 1e-4, result
+    assert result["distilled_variant"] == "distilled"
+    assert result["distilled_comfy_cfg"] <= 1e-4, result  # the pack's CONDITIONING carries the official 3.25
+    assert result["distilled_native_default"] > 1e-3, result  # without it ComfyUI's model embeds its own 6.0
