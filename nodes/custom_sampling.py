@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..hunyuan_core.sampling import APG_OFFICIAL, guidance_for, parse_apg_start, plan_sampling
+from ..hunyuan_core.sampling import guidance_for, plan_sampling
 from ..hunyuan_core.variants import BASE, DISTILLED
 from . import host, widgets
 from .guider import HunyuanGuider
 from .model import patched_shift, stage1_variant
-from .sampler import APG_START_TOOLTIP, AUTO, GUIDANCE_MODES, OFFICIAL_VALUES, apg_start_problem
+from .sampler import OFFICIAL_VALUES
 
 
 class HunyuanImage21Guider(io.ComfyNode):
@@ -39,12 +39,10 @@ class HunyuanImage21Guider(io.ComfyNode):
                 widgets.guidance_input(
                     f"-1 = official (base {BASE.guidance_scale:g}, distilled {DISTILLED.guidance_scale:g})."
                 ),
-                widgets.combo_input(
-                    "guidance_mode", GUIDANCE_MODES, default=AUTO, advanced=True,
-                    tooltip="auto: official for the model. cfg/apg: one method throughout (base only).",
+                widgets.guidance_mode_input(
+                    "auto: official for the model. cfg/apg: one method throughout (base only)."
                 ),
-                host.build(io.String.Input, "apg_start", default=APG_OFFICIAL, tooltip=APG_START_TOOLTIP,
-                           advanced=True),
+                widgets.apg_start_input(),
             ],
             outputs=[io.Guider.Output(tooltip="For SamplerCustomAdvanced.")],
             search_aliases=host.aliases("guider", "cfg guider", "apg", "custom sampler"),
@@ -54,8 +52,7 @@ class HunyuanImage21Guider(io.ComfyNode):
     def validate_inputs(cls, guidance_scale: float, guidance_mode: str, apg_start: str) -> bool | str:
         return widgets.verdict(
             widgets.settings_problem(None, guidance_scale, None, OFFICIAL_VALUES),
-            widgets.choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES),
-            apg_start_problem(apg_start),
+            *widgets.guidance_problems(guidance_mode, apg_start),
         )
 
     @classmethod
@@ -65,8 +62,8 @@ class HunyuanImage21Guider(io.ComfyNode):
     ) -> io.NodeOutput:  # fmt: skip
         variant = stage1_variant(model, "the HunyuanImage 2.1 Guider")
         guidance = guidance_for(
-            variant, None if guidance_mode == AUTO else guidance_mode, widgets.or_official(guidance_scale),
-            apg_start=parse_apg_start(apg_start.strip()),
+            variant, widgets.guidance_mode_of(guidance_mode), widgets.or_official(guidance_scale),
+            apg_start=widgets.apg_start_of(apg_start),
         )  # fmt: skip
         guider = HunyuanGuider(model, guidance)
         guider.set_conds(positive, negative)

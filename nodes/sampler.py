@@ -9,23 +9,13 @@ from __future__ import annotations
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..hunyuan_core.sampling import APG_OFFICIAL, MODES, NOISE_MODES, make_noise, parse_apg_start, plan_sampling
+from ..hunyuan_core.sampling import NOISE_MODES, make_noise, plan_sampling
 from ..hunyuan_core.variants import BASE, DISTILLED, STAGE1_LATENT
 from . import host, widgets
 from .guider import HunyuanGuider, sample_with_guider
 from .model import patched_shift, stage1_variant
 
-AUTO = "auto"
-GUIDANCE_MODES = (AUTO, *MODES)  # the guidance_mode menu and its check
 OFFICIAL_VALUES = "the model's official value"
-
-
-APG_START_TOOLTIP = (
-    "Where the official mix hands over from CFG to APG. official: the official pipeline's fixed switch, APG from "
-    "step 6 (or 39 when the prompt quotes text) at any step count, so short runs stay CFG. scaled: that switch moved "
-    "in proportion to the step count (not the official algorithm; the same at 50 steps). A number: the first APG "
-    "step, 0-based, counted in the full schedule."
-)
 
 
 def check_stage1_latent(variant: str, samples) -> None:
@@ -36,17 +26,6 @@ def check_stage1_latent(variant: str, samples) -> None:
             f"the latent has shape {tuple(samples.shape)}, but the {variant} model needs "
             f"[B, {channels}, H/32, W/32]: use the HunyuanImage 2.1 Empty Latent or its VAE Encode"
         )
-
-
-def apg_start_problem(apg_start: str | None) -> str | None:
-    """Why an ``apg_start`` text cannot be used (None when it can)."""
-    if apg_start is None:
-        return None
-    try:
-        parse_apg_start(apg_start.strip())
-    except ValueError as exc:
-        return str(exc)  # it names apg_start and the forms it takes
-    return None
 
 
 class HunyuanImage21Sampler(io.ComfyNode):
@@ -86,15 +65,11 @@ class HunyuanImage21Sampler(io.ComfyNode):
                     f"-1 = official (base {BASE.shift:g}, distilled {DISTILLED.shift:g}), or the shift of a "
                     "ModelSamplingSD3 / AuraFlow patch on the model. Higher spends more steps on coarse structure.",
                 ),
-                widgets.combo_input(
-                    "guidance_mode", GUIDANCE_MODES, default=AUTO, advanced=True,
-                    tooltip=(
-                        "auto: official for base (CFG, then APG from step 6, or 39 with quoted text), embedded "
-                        "for distilled. cfg/apg: one method throughout (base only)."
-                    ),
+                widgets.guidance_mode_input(
+                    "auto: official for base (CFG, then APG from step 6, or 39 with quoted text), embedded for "
+                    "distilled. cfg/apg: one method throughout (base only)."
                 ),
-                host.build(io.String.Input, "apg_start", default=APG_OFFICIAL, tooltip=APG_START_TOOLTIP,
-                           advanced=True),
+                widgets.apg_start_input(),
                 io.Float.Input(
                     "denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                     tooltip="1 for text-to-image. Below 1 keeps that much of the input latent's structure (img2img).",
@@ -119,9 +94,8 @@ class HunyuanImage21Sampler(io.ComfyNode):
         return widgets.verdict(
             widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
             f"denoise {denoise} is invalid: it must be in (0, 1]" if bad_denoise else None,
-            widgets.choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES),
+            *widgets.guidance_problems(guidance_mode, apg_start),
             widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
-            apg_start_problem(apg_start),
         )
 
     @classmethod
@@ -136,8 +110,8 @@ class HunyuanImage21Sampler(io.ComfyNode):
         plan = plan_sampling(
             variant, steps=None if custom else widgets.or_official(steps),
             shift=widgets.or_official(shift) or patched_shift(model), sigmas=sigmas, denoise=1.0 if custom else denoise,
-            mode=None if guidance_mode == AUTO else guidance_mode, guidance_scale=widgets.or_official(guidance_scale),
-            apg_start=apg_start.strip(),
+            mode=widgets.guidance_mode_of(guidance_mode), guidance_scale=widgets.or_official(guidance_scale),
+            apg_start=widgets.apg_start_of(apg_start),
         )  # fmt: skip
         guider = HunyuanGuider(model, plan.guidance, offset=plan.schedule.offset)
         guider.set_conds(positive, negative)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from comfy_api.latest import io
 
+from ..hunyuan_core.sampling import APG_OFFICIAL, MODES, parse_apg_start
 from . import host
 
 OFFICIAL = -1  # on the steps, guidance and shift widgets
@@ -72,3 +73,44 @@ def settings_problem(steps: int | None, guidance_scale: float | None, shift: flo
     if shift is not None and shift != OFFICIAL and shift <= 0:
         return f"shift {shift} is invalid: use a value above 0, or -1 for {official}"
     return None
+
+
+# --- guidance, shared by the sampler and the Guider node ---------------------------------------------------------
+
+AUTO_GUIDANCE = "auto"
+GUIDANCE_MODES = (AUTO_GUIDANCE, *MODES)  # the guidance_mode menu and its check
+APG_START_TOOLTIP = (
+    "Where the official mix hands over from CFG to APG. official: the official pipeline's fixed switch, APG from "
+    "step 6 (or 39 when the prompt quotes text) at any step count, so short runs stay CFG. scaled: that switch moved "
+    "in proportion to the step count (not the official algorithm; the same at 50 steps). A number: the first APG "
+    "step, 0-based, counted in the full schedule."
+)
+
+
+def guidance_mode_input(tooltip: str) -> io.Combo.Input:
+    return combo_input("guidance_mode", GUIDANCE_MODES, default=AUTO_GUIDANCE, advanced=True, tooltip=tooltip)
+
+
+def apg_start_input() -> io.String.Input:
+    return host.build(io.String.Input, "apg_start", default=APG_OFFICIAL, tooltip=APG_START_TOOLTIP, advanced=True)
+
+
+def guidance_mode_of(value: str) -> str | None:
+    """The core's guidance mode for a widget value (None: the model's official one)."""
+    return None if value == AUTO_GUIDANCE else value
+
+
+def apg_start_of(value: str) -> str | int:
+    """The core's ``apg_start`` choice for the widget's text."""
+    return parse_apg_start(value.strip())
+
+
+def guidance_problems(guidance_mode: str | None, apg_start: str | None) -> list[str | None]:
+    """Why the guidance widgets cannot be used, one entry per widget (None where it can)."""
+    apg_problem = None
+    if apg_start is not None:
+        try:
+            apg_start_of(apg_start)
+        except ValueError as exc:
+            apg_problem = str(exc)  # it names apg_start and the forms it takes
+    return [choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES), apg_problem]

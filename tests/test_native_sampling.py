@@ -154,12 +154,18 @@ torch.set_num_threads(1)
 cfg = DiTConfig(variant="base", hidden_size=256, num_heads=2, depth_double=1, depth_single=1, rope_axes=(64, 64),
                 text_dim=48, byt5_dim=1472, byt5_hidden=2048)
 g = torch.Generator().manual_seed(0)
-ours = HunyuanImageDiT(cfg, dtype=torch.float32)
-with torch.no_grad():
-    for p in ours.parameters():
-        p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-ours.eval()
-native = comfy.sd.load_diffusion_model_state_dict(to_layout(ours.state_dict(), K.COMFY, cfg.hidden_size))
+
+
+def twins(cfg):  # a random DiT of the pack's, and ComfyUI's own model from the same weights (its key layout)
+    ours = HunyuanImageDiT(cfg, dtype=torch.float32)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    ours.eval()
+    return ours, comfy.sd.load_diffusion_model_state_dict(to_layout(ours.state_dict(), K.COMFY, cfg.hidden_size))
+
+
+ours, native = twins(cfg)
 ones = lambda n: torch.ones(1, n, dtype=torch.int64)
 glyph = dict(byt5=torch.randn(1, 6, 1472, generator=g), byt5_mask=ones(6), has_quoted_text=True)
 pos = Conditioning(mllm=torch.randn(1, 7, 48, generator=g), mllm_mask=ones(7))
@@ -185,12 +191,7 @@ for case, positive in (("plain", pos), ("quoted", quoted)):
 import comfy.sample
 import comfy.samplers
 dcfg = cfg.with_(variant="distilled", guidance_embed=True, meanflow=True)
-dours = HunyuanImageDiT(dcfg, dtype=torch.float32)
-with torch.no_grad():
-    for p in dours.parameters():
-        p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-dours.eval()
-dnative = comfy.sd.load_diffusion_model_state_dict(to_layout(dours.state_dict(), K.COMFY, dcfg.hidden_size))
+dours, dnative = twins(dcfg)
 latent = torch.zeros_like(noise)
 sigmas = plan_sampling("distilled", steps=8).schedule.sigmas
 euler = comfy.samplers.sampler_object("euler")

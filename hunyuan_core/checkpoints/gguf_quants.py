@@ -218,14 +218,18 @@ def _q3_k(blocks: torch.Tensor, out: torch.Tensor) -> None:
     out.view(n, 16, 16).copy_(quants).mul_(scales.unsqueeze(-1))
 
 
+def _k_block_scales(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_K / Q5_K: each 32-element group's scale and min, ``d * 6-bit scale`` and ``dmin * 6-bit min`` (float32)."""
+    scale_min = _halves(blocks, 0, 2)
+    packed_scales, packed_mins = _k_scales_mins(blocks[:, 4:16])
+    return scale_min[:, 0:1] * packed_scales.float(), scale_min[:, 1:2] * packed_mins.float()
+
+
 def _q4_k(blocks: torch.Tensor, out: torch.Tensor) -> None:
     # d, dmin (f16), 12 bytes of 6-bit scales and mins (one each per 32 elements), 128 bytes of nibbles: each 32
     # bytes hold 64 elements, low nibbles first
     n = blocks.shape[0]
-    scale_min = _halves(blocks, 0, 2)
-    packed_scales, packed_mins = _k_scales_mins(blocks[:, 4:16])
-    scales = scale_min[:, 0:1] * packed_scales.float()
-    mins = scale_min[:, 1:2] * packed_mins.float()
+    scales, mins = _k_block_scales(blocks)
     quants = _nibbles(blocks[:, 16:144].reshape(n, 4, 32)).view(n, 8, 32)
     out.view(n, 8, 32).copy_(quants).mul_(scales.unsqueeze(-1)).sub_(mins.unsqueeze(-1))
 
@@ -233,10 +237,7 @@ def _q4_k(blocks: torch.Tensor, out: torch.Tensor) -> None:
 def _q5_k(blocks: torch.Tensor, out: torch.Tensor) -> None:
     # as Q4_K, with 32 bytes of 5th bits (bit s of byte j for element 32 s + j) before the nibbles
     n = blocks.shape[0]
-    scale_min = _halves(blocks, 0, 2)
-    packed_scales, packed_mins = _k_scales_mins(blocks[:, 4:16])
-    scales = scale_min[:, 0:1] * packed_scales.float()
-    mins = scale_min[:, 1:2] * packed_mins.float()
+    scales, mins = _k_block_scales(blocks)
     quants = _nibbles(blocks[:, 48:176].reshape(n, 4, 32)).view(n, 8, 32)
     quants.bitwise_or_(_bit_planes(blocks[:, 16:48]).bitwise_left_shift_(4))
     out.view(n, 8, 32).copy_(quants).mul_(scales.unsqueeze(-1)).sub_(mins.unsqueeze(-1))
