@@ -36,13 +36,17 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
             description=(
                 "Loads a HunyuanImage-2.1 diffusion model (base, distilled or refiner) from models/diffusion_models. "
                 "Any published format works: Tencent's bf16 or fp8 (+ its _scale file), Comfy-Org's repacks, "
-                "diffusers weights. The variant is detected from the file and drives the sampler's defaults."
+                "diffusers weights, and GGUF quantizations (QuantStack's Q8_0 ... Q2_K, which stay quantized in "
+                "memory). The variant is detected from the file and drives the sampler's defaults."
             ),
             inputs=[
                 io.Combo.Input(
                     "dit_name",
-                    options=folder_paths.get_filename_list("diffusion_models"),
-                    tooltip=f"The DiT file in models/diffusion_models, e.g. {DISTILLED.dit_file.name}.",
+                    options=management.model_files("diffusion_models"),
+                    tooltip=(
+                        f"The DiT file in models/diffusion_models, e.g. {DISTILLED.dit_file.name}, or a .gguf "
+                        "(Q4_K_M fits a 12 GB GPU with ComfyUI streaming the rest)."
+                    ),
                 ),
                 widgets.combo_input(
                     "weight_dtype",
@@ -89,7 +93,7 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
 class HunyuanImage21TextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        files = folder_paths.get_filename_list("text_encoders")
+        files = management.model_files("text_encoders")
         return host.build(
             io.Schema,
             node_id="HunyuanImage21TextEncoderLoader",

@@ -11,7 +11,6 @@ import os
 
 import comfy.model_management as mm
 import comfy.model_patcher
-import comfy.ops
 import folder_paths
 import torch
 
@@ -27,9 +26,12 @@ def operations() -> type:
     """The ``comfy.ops`` namespace every loader builds its layers with.
 
     ``manual_cast`` casts each weight to the compute dtype as the layer runs, which is what lets ComfyUI keep part
-    of a model off the GPU; one home, so a host with other layer classes is followed here and nowhere else.
+    of a model off the GPU; the pack adds ``QuantizedLinear`` (fp8 and GGUF weights, streamed the same way). One
+    home, so a host with other layer classes is followed here and nowhere else.
     """
-    return comfy.ops.manual_cast
+    from .streaming_ops import pack_operations
+
+    return pack_operations()
 
 
 def patcher_class() -> type[comfy.model_patcher.ModelPatcher]:
@@ -64,8 +66,33 @@ def load(*patchers: comfy.model_patcher.ModelPatcher | None) -> None:
     mm.load_models_gpu([p for p in patchers if p is not None])
 
 
+def gguf_files(folder: str) -> list[str]:
+    """The ``.gguf`` files under a models folder (every path ComfyUI has for it), relative, sorted.
+
+    ComfyUI's own lists leave ``.gguf`` out; the pack lists them for its loaders only, so ComfyUI's loaders never
+    offer a file they cannot read.
+    """
+    found = set()
+    for base in folder_paths.get_folder_paths(folder):
+        for root, _, names in os.walk(base, followlinks=True):
+            for name in names:
+                if name.lower().endswith(".gguf"):
+                    found.add(os.path.relpath(os.path.join(root, name), base).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def model_files(folder: str) -> list[str]:
+    """What a pack loader offers from a models folder: ComfyUI's list plus the ``.gguf`` files."""
+    return folder_paths.get_filename_list(folder) + gguf_files(folder)
+
+
 def resolve(folder: str, name: str) -> str:
     """A file (or, for text encoders, a model folder) chosen from a models folder, with ComfyUI's clear error."""
+    if name.lower().endswith(".gguf") and name in gguf_files(folder):  # only names listed, so no path escapes
+        for base in folder_paths.get_folder_paths(folder):
+            candidate = os.path.join(base, name)
+            if os.path.isfile(candidate):
+                return candidate
     if folder == "text_encoders" and name.endswith("/"):
         for base in folder_paths.get_folder_paths(folder):
             candidate = os.path.join(base, name.rstrip("/"))
@@ -94,7 +121,7 @@ def file_problem(name: str, folder: str, value: str | None, extra: tuple[str, ..
     """
     if value is None or value in extra:
         return None
-    available = folder_paths.get_filename_list(folder) + (model_folders(folder) if folder == "text_encoders" else [])
+    available = model_files(folder) + (model_folders(folder) if folder == "text_encoders" else [])
     if value in available:
         return None
     shown = ", ".join(available[:8]) + (" ..." if len(available) > 8 else "") or "nothing"

@@ -14,7 +14,7 @@ from dit_files import (
 )
 from helpers import save
 
-from hunyuan_core.checkpoints.fp8 import Fp8Linear
+from hunyuan_core.checkpoints.quantized import QuantizedWeights
 from hunyuan_core.dit import keys as K
 from hunyuan_core.dit.checkpoint import DiTCheckpointError, inspect_dit, load_dit
 
@@ -27,7 +27,7 @@ def loaded_state(model) -> dict[str, torch.Tensor]:
     """Parameters as plain tensors, fp8 layers dequantized to their compute dtype."""
     out = {}
     for name, module in model.named_modules():
-        if isinstance(module, Fp8Linear):
+        if isinstance(module, QuantizedWeights):
             out[f"{name}.weight"] = module.dequantized_weight()
             if module.bias is not None:
                 out[f"{name}.bias"] = module.bias
@@ -85,7 +85,7 @@ def test_official_fp8_stays_fp8_and_dequantizes_exactly(tmp_path, in_file_scales
         "in the checkpoint" if in_file_scales else "hunyuanimage2.1-distilled_fp8_scale.safetensors"
     )
     model = load_dit(path)
-    fp8_layers = [m for m in model.modules() if isinstance(m, Fp8Linear)]
+    fp8_layers = [m for m in model.modules() if isinstance(m, QuantizedWeights)]
     assert len(fp8_layers) == 2 * 10 + 2 * 3  # fused layout: 10 linears per double block, 3 per single block
     assert all(m.weight.dtype == torch.float8_e4m3fn for m in fp8_layers)
     # Embedders, token refiner, ByT5 mapper and final layer stay in bf16.
@@ -221,7 +221,7 @@ def test_pickled_code_is_never_executed(tmp_path):
 def test_quantize_on_load_keeps_block_linears_in_fp8(tmp_path):
     state = random_state(TINY, dtype=torch.bfloat16)
     model = load_dit(save(state, tmp_path / "dit.safetensors"), quantize_fp8=True)
-    fp8 = {n for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
+    fp8 = {n for n, m in model.named_modules() if isinstance(m, QuantizedWeights)}
     assert fp8 and all(n.startswith(("double_blocks.", "single_blocks.")) for n in fp8)
     assert model.final_layer.linear.weight.dtype == torch.bfloat16
     weight = state["double_blocks.1.txt_mlp.fc2.weight"].float()

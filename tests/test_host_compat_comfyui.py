@@ -93,7 +93,7 @@ def run(patcher):
         y = patcher.model(x)
     return loaded, y.cpu().tolist()
 
-result = {"ops": management.operations() is comfy.ops.manual_cast}
+result = {"ops": issubclass(management.operations(), comfy.ops.manual_cast)}
 
 # ComfyUI 0.3.75 as it is
 result["old_has_hooks"] = [hasattr(comfy.model_patcher, "CoreModelPatcher"), hasattr(mm, "archive_model_dtypes")]

@@ -16,7 +16,8 @@ from text_files import (
     tiny_qwen_vl,
 )
 
-from hunyuan_core.checkpoints.fp8 import Fp8Linear, quantize_fp8
+from hunyuan_core.checkpoints.fp8 import quantize_fp8
+from hunyuan_core.checkpoints.quantized import QuantizedWeights
 from hunyuan_core.text.byt5 import load_glyph_encoder
 from hunyuan_core.text.qwen import TextEncoderError, load_qwen_encoder
 
@@ -67,7 +68,7 @@ def test_comfy_scaled_fp8_file_stays_fp8(tmp_path, qwen_128):
     save_file(state, str(path))
     encoder = load_qwen_encoder(path, tokenizer_dirs=[QWEN_TOKENIZER])
     q_proj = encoder.model.layers[0].self_attn.q_proj
-    assert isinstance(q_proj, Fp8Linear) and q_proj.weight.dtype == torch.float8_e4m3fn
+    assert isinstance(q_proj, QuantizedWeights) and q_proj.weight.dtype == torch.float8_e4m3fn
     assert torch.equal(q_proj.dequantized_weight(), expected["model.layers.0.self_attn.q_proj.weight"])
     assert encoder.encode(PROMPT).states.isfinite().all()
 

@@ -2,7 +2,8 @@
 
 safetensors files are read with plain file reads (not mmap), so a tensor costs exactly its own bytes and the
 file's pages never count against the process; ``.pt``/``.ckpt``/``.pth``/``.bin`` files are loaded with
-``torch.load(weights_only=True)`` (data, never code). Both are reached through ``TensorFile``.
+``torch.load(weights_only=True)`` (data, never code). Both are reached through ``TensorFile``; ``open_checkpoint``
+also opens ``.gguf`` files (``gguf_file.GGUFFile``, the same interface).
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import os
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .gguf_file import GGUFFile
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64,
@@ -132,7 +137,7 @@ def open_checkpoint(
     error: type[CheckpointError],
     folder_files: Sequence[str] = (),
     kind: str = "model",
-) -> TensorFile:
+) -> TensorFile | GGUFFile:
     """Open one checkpoint as ``what`` (e.g. "a HunyuanImage-2.1 VAE"); a folder is searched for ``folder_files``
     (diffusers' saved names, when given; ``kind`` names them, e.g. "VAE"). Every failure becomes ``error`` naming
     the file and what was expected, so each loader's callers catch one exception type.
@@ -144,6 +149,10 @@ def open_checkpoint(
             raise error(f"no {kind} weights in folder {path} (looked for {', '.join(folder_files)}; expected {what})")
         path = found
     try:
+        if path.suffix.lower() == ".gguf":
+            from .gguf_file import GGUFFile  # imports this module
+
+            return GGUFFile(path)
         return TensorFile(path)
     except CheckpointFileError as exc:
         hint = ""

@@ -1,8 +1,5 @@
-"""Linear layers whose weights stay in float8 in memory and are dequantized per layer at compute time.
-
-Matches the official FP8 path (weight-only: ``F.linear(x_bf16, w.to(bf16) * scale, bias)``), so fp8 files save
-memory without changing the arithmetic. A fused layer made of parts with their own scales (q, k, v, mlp) keeps
-one scale per output row. ``swap_in_fp8`` is the one place a loader replaces a ``Linear`` by an ``Fp8Linear``.
+"""fp8 weights as files hold them: the dtypes, the official per-tensor quantization, and ``Fp8Weight`` (a weight
+with its scale, as a reader hands it to the loader). The layer that keeps them fp8 is ``quantized.QuantizedLinear``.
 """
 
 from __future__ import annotations
@@ -10,62 +7,32 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
-class Fp8Linear(nn.Module):
-    """``y = x @ (weight * scale).T + bias`` with ``weight`` kept in fp8 and the product formed in ``compute_dtype``.
-
-    Built empty (on the meta device during a load) and given its tensors through ``load_state_dict``, like every
-    other layer: ``weight`` (fp8), ``weight_scale`` (fp32, one value or one per output row) and ``bias``.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool,
-        compute_dtype: torch.dtype,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.compute_dtype = compute_dtype
-        weight = torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn, device=device)
-        self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=compute_dtype, device=device)) if bias else None
-        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-        # The scale is one value or one per output row, whichever the file has: the empty buffer takes its shape.
-        scale = state_dict.get(prefix + "weight_scale")
-        if scale is not None and scale.shape != self.weight_scale.shape:
-            self.weight_scale = torch.empty(scale.shape, dtype=torch.float32, device="meta")
-        weight = state_dict.get(prefix + "weight")
-        if weight is not None and weight.dtype not in FP8_DTYPES:
-            errors.append(f"Fp8Linear {prefix}weight: needs a float8 tensor, got {weight.dtype}")
-            return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
-
-    def dequantized_weight(self) -> torch.Tensor:
-        return (self.weight.float() * self.weight_scale).to(self.compute_dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return F.linear(x.to(self.compute_dtype), self.dequantized_weight(), bias)
-
-    def extra_repr(self) -> str:
-        dtypes = f"weight={self.weight.dtype}, compute={self.compute_dtype}"
-        return f"in={self.in_features}, out={self.out_features}, {dtypes}"
+QUANTIZE_CHUNK = 1 << 22  # elements converted at a time: float32 temporaries stay a few MB, whatever the layer
 
 
 def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor e4m3 quantization as the official files do it: scale = amax / 448."""
-    scale = weight.float().abs().amax().clamp(min=1e-12) / torch.finfo(torch.float8_e4m3fn).max
-    return (weight.float() / scale).to(torch.float8_e4m3fn), scale
+    """Per-tensor e4m3 quantization as the official files do it: scale = amax / 448.
+
+    Works through the tensor in row chunks, so quantizing a bf16 file at load never holds a float32 copy of a layer
+    (the result equals the one-shot ``(w.float() / scale).to(e4m3)``)."""
+    flat = weight.reshape(weight.shape[0], -1) if weight.dim() > 1 else weight.reshape(1, -1)
+    amax = torch.stack([chunk.abs().amax().float() for chunk in _row_chunks(flat)]).amax()
+    scale = amax.clamp(min=1e-12) / torch.finfo(torch.float8_e4m3fn).max
+    out = torch.empty(flat.shape, dtype=torch.float8_e4m3fn, device=weight.device)
+    start = 0
+    for chunk in _row_chunks(flat):
+        out[start : start + chunk.shape[0]] = (chunk.float() / scale).to(torch.float8_e4m3fn)
+        start += chunk.shape[0]
+    return out.reshape(weight.shape), scale
+
+
+def _row_chunks(rows: torch.Tensor) -> list[torch.Tensor]:
+    step = max(1, QUANTIZE_CHUNK // max(1, rows.shape[1]))
+    return list(rows.split(step))
 
 
 class Fp8Weight(NamedTuple):
@@ -80,27 +47,3 @@ class Fp8Weight(NamedTuple):
         if scale.numel() > 1:
             scale = scale.reshape(-1, *([1] * (self.weight.dim() - 1)))
         return self.weight.float() * scale
-
-
-def fp8_state(
-    weight: Fp8Weight, bias: torch.Tensor | None, compute_dtype: torch.dtype, device: torch.device | str
-) -> dict[str, torch.Tensor]:
-    """The state dict an ``Fp8Linear`` loads: the fp8 weight as stored, its scale in fp32 (a column of per-row
-    scales when the fused layer's parts had their own), the bias in the compute dtype."""
-    scale = weight.scale.float()
-    scale = scale.reshape(-1, 1) if scale.numel() > 1 else scale
-    state = {"weight": weight.weight.to(device), "weight_scale": scale.to(device)}
-    if bias is not None:
-        state["bias"] = bias.to(device, compute_dtype)
-    return state
-
-
-def swap_in_fp8(model: nn.Module, module_name: str, *, has_bias: bool, compute_dtype: torch.dtype) -> Fp8Linear:
-    """Replace the ``Linear`` at ``module_name`` by an empty ``Fp8Linear`` of the same size (on the meta device),
-    ready for ``load_state_dict``. The sizes come from the layer's attributes: a lazy layer has no weight yet."""
-    linear = model.get_submodule(module_name)
-    with torch.device("meta"):
-        layer = Fp8Linear(linear.in_features, linear.out_features, has_bias, compute_dtype)
-    parent, _, child = module_name.rpartition(".")
-    setattr(model.get_submodule(parent), child, layer)
-    return layer

@@ -20,11 +20,14 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .fp8 import Fp8Weight, fp8_state, swap_in_fp8
+from .fp8 import Fp8Weight
+from .gguf_file import GGMLWeight
+from .operations import adopt_streaming
+from .quantized import QuantizedValue, quantized_state, swap_in_quantized
 
 M = TypeVar("M", bound=nn.Module)
-# A reader gives the tensor for one parameter name: plain, or an fp8 weight with its scale.
-Reader = Callable[[str], "torch.Tensor | Fp8Weight"]
+# A reader gives the tensor for one parameter name: plain, an fp8 weight with its scale, or GGUF block bytes.
+Reader = Callable[[str], "torch.Tensor | QuantizedValue"]
 
 
 def on_meta(build: Callable[[], M]) -> M:
@@ -48,8 +51,8 @@ def meta_shapes(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
     return state_shapes(on_meta(build))
 
 
-def _plain(value: torch.Tensor | Fp8Weight) -> torch.Tensor:
-    return value.dequantized() if isinstance(value, Fp8Weight) else value
+def _plain(value: torch.Tensor | QuantizedValue) -> torch.Tensor:
+    return value.dequantized() if isinstance(value, (Fp8Weight, GGMLWeight)) else value
 
 
 def _by_module(names: Iterable[str]) -> dict[str, list[str]]:
@@ -101,11 +104,13 @@ def load_weights(
     device: torch.device | str,
     error: type[CheckpointError],
     file_name: str,
+    operations: SimpleNamespace | type = nn,
 ) -> None:
     """Load the tensors ``names`` into a meta-device ``model`` from ``read``, cast to ``dtype`` on ``device``.
 
-    Streams one module at a time through ``load_state_dict(assign=True)``. An fp8 ``Linear`` weight replaces its
-    layer by an ``Fp8Linear`` (weight, scale and bias together); any other fp8 tensor is dequantized. Raises
+    Streams one module at a time through ``load_state_dict(assign=True)``. A quantized ``Linear`` weight (fp8 with
+    its scale, or GGUF blocks) replaces its layer by a quantized one (``operations.QuantizedLinear`` where the host
+    has it) that keeps the weight compact; any other quantized tensor (norms, embeddings, convs) is expanded. Raises
     ``error`` when a layer refuses a tensor or a needed tensor is still missing afterwards. The model comes back
     frozen (these models are only run).
     """
@@ -114,10 +119,12 @@ def load_weights(
         module = model.get_submodule(module_name)
         values = {leaf: read(_joined(module_name, leaf)) for leaf in leaves}
         weight = values.get("weight")
-        if isinstance(weight, Fp8Weight) and isinstance(module, nn.Linear):
+        if isinstance(weight, (Fp8Weight, GGMLWeight)) and isinstance(module, nn.Linear):
             bias = _plain(values["bias"]) if "bias" in values else None
-            module = swap_in_fp8(model, module_name, has_bias=bias is not None, compute_dtype=dtype)
-            state = fp8_state(weight, bias, dtype, device)
+            module = swap_in_quantized(
+                model, module_name, weight, has_bias=bias is not None, compute_dtype=dtype, operations=operations
+            )
+            state = quantized_state(weight, bias, dtype, device)
         else:
             state = {leaf: _plain(v).to(device=device, dtype=dtype) for leaf, v in values.items()}
         try:
@@ -125,6 +132,7 @@ def load_weights(
         except ValueError as exc:
             raise error(f"{file_name}: {exc}") from None
     model.requires_grad_(False)
+    adopt_streaming(model, operations)
     left = unfilled(model, names)
     if left:
         raise error(
@@ -147,5 +155,7 @@ def build_and_load(
     ``read``; returned in eval mode."""
     names = meta_shapes(lambda: build(nn))
     model = on_meta(lambda: build(operations))
-    load_weights(model, names, read, dtype=dtype, device=device, error=error, file_name=file_name)
+    load_weights(
+        model, names, read, dtype=dtype, device=device, error=error, file_name=file_name, operations=operations
+    )
     return model.eval()

@@ -22,6 +22,8 @@ from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile, open_checkpoint
 from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
 from ..checkpoints.fp8 import quantize_fp8 as quantize_to_fp8
+from ..checkpoints.gguf_file import GGMLWeight, GGUFFile, cat_rows
+from ..checkpoints.gguf_quants import SUPPORTED_TYPES
 from ..checkpoints.identify import describe_checkpoint
 from ..checkpoints.meta import load_weights, meta_shapes, on_meta, state_shapes
 from ..checkpoints.views import names_under
@@ -52,8 +54,24 @@ class DiTCheckpointInfo:
     layout: str
     prefix: str
     config: DiTConfig
-    weight_dtype: torch.dtype
+    weight_dtype: torch.dtype  # uint8 for a block-quantized GGUF (its bytes); see ``weight_format``
     fp8_scales: str | None  # where fp8 scales come from: "file", a scale file name, "none" (plain cast)
+    gguf_types: dict[str, int] | None = None  # a GGUF file's tensor count per GGML type
+
+    @property
+    def weight_format(self) -> str:
+        """What the block weights are stored as: "bfloat16", "float8_e4m3fn", "GGUF Q4_K" ..."""
+        if self.gguf_types is not None:
+            quantized = [t for t in self.gguf_types if t not in ("F32", "F16", "BF16")]
+            return f"GGUF {'/'.join(quantized or list(self.gguf_types))}"
+        return str(self.weight_dtype).replace("torch.", "")
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the model computes in by default: the file's float dtype, bf16 for fp8 and GGUF files."""
+        if self.gguf_types is not None or self.weight_dtype in FP8_DTYPES:
+            return torch.bfloat16
+        return self.weight_dtype
 
     @property
     def variant(self) -> str:
@@ -64,11 +82,13 @@ class DiTCheckpointInfo:
         parts = [
             f"HunyuanImage-2.1 {c.variant} DiT",
             f"{self.layout} layout",
-            f"{str(self.weight_dtype).replace('torch.', '')} weights",
+            f"{self.weight_format} weights",
             f"hidden {c.hidden_size}, {c.num_heads} heads, {c.depth_double}+{c.depth_single} blocks",
         ]
         if self.fp8_scales:
             parts.append(f"fp8 scales: {self.fp8_scales}")
+        if self.gguf_types:
+            parts.append("tensor types " + ", ".join(f"{k} {v}" for k, v in self.gguf_types.items()))
         return ", ".join(parts)
 
 
@@ -178,7 +198,16 @@ def _resolve(file: TensorFile) -> _View:
     )
     if not is_hunyuan:
         found = describe_checkpoint(keys, file.shape)
+        if isinstance(file, GGUFFile):
+            found = f"{found} (GGUF architecture {file.architecture or 'not set'!r})"
         raise DiTCheckpointError(f"{file.path.name} is not {WHAT}: it appears to be {found}. {EXPECTED}")
+    if isinstance(file, GGUFFile) and (unsupported := file.unsupported_types()):
+        types = sorted(set(unsupported.values()))
+        raise DiTCheckpointError(
+            f"{file.path.name} stores {len(unsupported)} tensors as GGML type {', '.join(types)} (e.g. "
+            f"{next(iter(unsupported))}), which this pack cannot dequantize. Supported: {', '.join(SUPPORTED_TYPES)}; "
+            "use a file of one of those quantizations (Q8_0, Q6_K, Q5_K_M, Q4_K_M ... are)"
+        )
     return view
 
 
@@ -228,6 +257,7 @@ def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCh
     )  # fmt: skip
     weight_key = view.file_keys("double_blocks.0.img_attn_qkv.weight")[0]  # present: the file is complete
     weight_dtype = file.dtype(weight_key)
+    gguf_types = file.type_counts() if isinstance(file, GGUFFile) else None
     fp8_scales = None
     if weight_dtype in FP8_DTYPES:
         scale_file = Path(scale_path) if scale_path else _scale_file(file.path)
@@ -239,7 +269,7 @@ def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCh
                 f"{file.path.name} holds scaled fp8 weights but no scales were found: put the matching "
                 f"{file.path.stem}_scale{file.path.suffix} next to it (the official fp8 release ships both files)"
             )
-    return DiTCheckpointInfo(file.path, view.layout, view.prefix, config, weight_dtype, fp8_scales)
+    return DiTCheckpointInfo(file.path, view.layout, view.prefix, config, weight_dtype, fp8_scales, gguf_types)
 
 
 def load_dit(
@@ -261,8 +291,7 @@ def load_dit(
     view = _View(file, info.layout, info.prefix)
     scale_file = Path(scale_path) if scale_path else _scale_file(file.path)
     scales = _Scales(view, scale_file) if info.weight_dtype in FP8_DTYPES else None
-    file_dtype = info.weight_dtype if info.weight_dtype not in FP8_DTYPES else torch.bfloat16
-    compute = dtype or file_dtype
+    compute = dtype or info.compute_dtype
 
     def build(ops: SimpleNamespace) -> HunyuanImageDiT:
         return HunyuanImageDiT(info.config, dtype=compute, operations=ops, attention_backend=attention_backend)
@@ -270,8 +299,10 @@ def load_dit(
     reference = on_meta(lambda: build(nn))  # the names and kinds of every tensor, whatever ``operations`` builds
     quantized = _block_linear_weights(reference) if quantize_fp8 else set()
 
-    def read(name: str) -> torch.Tensor | Fp8Weight:
+    def read(name: str) -> torch.Tensor | Fp8Weight | GGMLWeight:
         tensor, scale = _read(view, name, scales)
+        if isinstance(tensor, GGMLWeight):
+            return tensor
         if scale is None and name in quantized:
             tensor, scale = quantize_to_fp8(tensor)
         return tensor if scale is None else Fp8Weight(tensor, scale)
@@ -279,7 +310,7 @@ def load_dit(
     model = on_meta(lambda: build(operations))
     load_weights(
         model, state_shapes(reference), read, dtype=compute, device=device, error=DiTCheckpointError,
-        file_name=file.path.name,
+        file_name=file.path.name, operations=operations,
     )  # fmt: skip
     log.info("loaded %s: %s", file.path.name, info.describe())
     return model.eval()
@@ -294,10 +325,15 @@ def _block_linear_weights(model: nn.Module) -> set[str]:
     }
 
 
-def _read(view: _View, name: str, scales: _Scales | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One parameter from the file (concatenating split parts); fp8 weights come with per-row scales."""
+def _read(
+    view: _View, name: str, scales: _Scales | None
+) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[GGMLWeight, None]:
+    """One parameter from the file (concatenating split parts); fp8 weights come with per-row scales, GGUF blocks
+    stay quantized (their rows are concatenated or swapped as bytes)."""
     source = view.source(name)
     parts = [view.file.get(k) for k in view.file_keys(name)]
+    if any(isinstance(p, GGMLWeight) for p in parts):
+        return _read_quantized(name, parts, source.swap_halves), None
     scale = None
     if parts[0].dtype in FP8_DTYPES:
         if scales is None or not name.endswith(".weight"):
@@ -314,3 +350,14 @@ def _read(view: _View, name: str, scales: _Scales | None) -> tuple[torch.Tensor,
     if source.swap_halves:
         tensor = torch.cat(tensor.chunk(2, dim=0)[::-1], dim=0)
     return tensor, scale
+
+
+def _read_quantized(name: str, parts: list[torch.Tensor | GGMLWeight], swap_halves: bool) -> GGMLWeight:
+    """A GGUF parameter made of quantized parts: rows stacked as bytes, halves swapped as rows."""
+    if not all(isinstance(p, GGMLWeight) for p in parts):
+        raise DiTCheckpointError(f"{name}: its parts mix quantized and float tensors; the file is not a clean export")
+    weight = parts[0] if len(parts) == 1 else cat_rows(parts)
+    if swap_halves:
+        half = weight.shape[0] // 2
+        weight = weight.rows(torch.cat([torch.arange(half, 2 * half), torch.arange(half)]))
+    return weight

@@ -87,8 +87,10 @@ class HunyuanImageDiT(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """The dtype activations run in: the embedding weights' (fp8 storage computes in bf16)."""
-        dtype = self.time_in.mlp[0].weight.dtype
+        """The dtype activations run in: the embedding layer's (a quantized layer says its own; bare fp8 storage
+        computes in bf16)."""
+        layer = self.time_in.mlp[0]
+        dtype = getattr(layer, "compute_dtype", None) or layer.weight.dtype
         return torch.bfloat16 if dtype.itemsize == 1 else dtype
 
     def conditioning(

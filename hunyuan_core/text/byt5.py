@@ -153,7 +153,7 @@ def load_glyph_encoder(
     on_meta(lambda: adopt_operations(model, operations))
     load_weights(
         model, expected, lambda name: file.get(names[name]), dtype=torch.float32, device=device,
-        error=TextEncoderError, file_name=path.name,
+        error=TextEncoderError, file_name=path.name, operations=operations,
     )  # fmt: skip
     model.encoder.embed_tokens = model.shared
     folder = path.parent

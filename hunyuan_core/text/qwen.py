@@ -256,7 +256,7 @@ def load_qwen_encoder(
     )  # fmt: skip
     on_meta(lambda: adopt_operations(model, operations))
     load_weights(model, expected, tensors.read, dtype=compute, device=device, error=TextEncoderError,
-                 file_name=file_name)  # fmt: skip
+                 file_name=file_name, operations=operations)  # fmt: skip
     _rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)

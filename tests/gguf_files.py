@@ -1,0 +1,121 @@
+"""GGUF checkpoints for tests, written with the ``gguf`` package's own writer in the layouts the published files use.
+
+QuantStack's HunyuanImage-2.1 files come from city96's converter (ComfyUI-GGUF ``tools/convert.py``, whose
+HunyuanVideo template also matches this model) and its patched ``llama-quantize``: architecture ``hyvid``, the
+official fused tensor names without a prefix, one-dimensional and very small tensors (<= 1024 elements) and
+``byt5_in`` kept in F32, every other weight quantized to the file's type, and a row that is not whole blocks of that
+type left in F16. The refiner's 5-D patch-embedding weight is added back in F32.
+
+The ``gguf`` package can quantize the legacy types only, so quantized weights are random valid blocks (random quant
+bytes, small float16 scales): each weight is then exactly what the package's reference dequantizer makes of its
+bytes, which is what the tests compare against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFWriter
+from gguf import quants as reference
+
+from hunyuan_core.checkpoints import gguf_quants as gq
+
+QUANTIZATION_THRESHOLD = 1024  # city96's converter keeps tensors this small in F32
+HIGH_PRECISION = ("byt5_in",)
+# Byte offsets of each type's float16 scale / min fields inside a block.
+HALF_FIELDS = {
+    "Q8_0": (0,), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_0": (0,), "Q4_1": (0, 2),
+    "Q6_K": (208,), "Q5_K": (0, 2), "Q4_K": (0, 2), "Q3_K": (108,), "Q2_K": (80, 82),
+}  # fmt: skip
+# A scale that keeps each type's dequantized values around +-0.1 (the largest quant times the largest sub-scale).
+SCALE = {"Q8_0": 1e-3, "Q5_0": 6e-3, "Q5_1": 6e-3, "Q4_0": 1.2e-2, "Q4_1": 1.2e-2,
+         "Q6_K": 4e-5, "Q5_K": 1e-4, "Q4_K": 2e-4, "Q3_K": 5e-4, "Q2_K": 1e-3}  # fmt: skip
+
+
+def random_blocks(type_name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Valid random bytes of a ``type_name`` tensor of ``shape`` (torch order), as rows of bytes."""
+    block = gq.block_of(type_name)
+    n_blocks = int(np.prod(shape)) // block.block_size
+    blocks = rng.integers(0, 256, (n_blocks, block.type_size), dtype=np.uint8)
+    for offset in HALF_FIELDS[type_name]:
+        halves = (rng.uniform(0.5, 1.0, n_blocks) * SCALE[type_name]).astype(np.float16)
+        blocks[:, offset : offset + 2] = halves.view(np.uint8).reshape(n_blocks, 2)
+    return blocks.reshape(*shape[:-1], -1)
+
+
+def stored_type(name: str, shape: tuple[int, ...], type_name: str) -> str:
+    """The type city96's converter (and its llama-quantize) gives a tensor in a file of ``type_name``."""
+    if len(shape) == 1 or int(np.prod(shape)) <= QUANTIZATION_THRESHOLD or name.startswith(HIGH_PRECISION):
+        return "F32"
+    if len(shape) > 4:
+        return "F32"  # the 5-D refiner patch embedding, added back in F32 by city96's fix script
+    if type_name in ("F32", "F16", "BF16"):
+        return type_name
+    if shape[-1] % gq.block_of(type_name).block_size:
+        return "F16"  # llama-quantize leaves rows that are not whole blocks in F16
+    return type_name
+
+
+def quantstack_tensors(
+    state: Mapping[str, torch.Tensor], type_name: str, seed: int = 0, types: Mapping[str, str] | None = None
+) -> tuple[dict[str, tuple[np.ndarray, str]], dict[str, torch.Tensor]]:
+    """A DiT state dict (official fused names) as a QuantStack-style GGUF's tensors, and the float32 weights the
+    file holds (quantized weights are random blocks; float ones are the state's values rounded to their type).
+
+    ``types`` overrides the type of single tensors by name (mixed files such as Q4_K_M)."""
+    rng = np.random.default_rng(seed)
+    tensors, expected = {}, {}
+    for name, value in state.items():
+        shape = tuple(value.shape)
+        kind = stored_type(name, shape, (types or {}).get(name, type_name))
+        if kind in ("F32", "F16"):
+            raw = value.float().numpy().astype(np.float32 if kind == "F32" else np.float16)
+        elif kind == "BF16":
+            top = (value.float().numpy().view(np.uint32) >> 16).astype(np.uint16)
+            raw = top.view(np.uint8).reshape(*shape[:-1], -1)
+        else:
+            raw = random_blocks(kind, shape, rng)
+        tensors[name] = (raw, kind)
+        expected[name] = dequantized(raw, kind, shape)
+    return tensors, expected
+
+
+def dequantized(raw: np.ndarray, type_name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The gguf package's reference reading of ``raw``, float32, in ``shape``."""
+    if type_name in ("F32", "F16"):
+        return torch.from_numpy(raw.astype(np.float32)).reshape(shape)
+    values = reference.dequantize(raw, GGMLQuantizationType[type_name])
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+
+
+def write_gguf(
+    path: Path,
+    tensors: Mapping[str, tuple[np.ndarray, str]],
+    arch: str | None = "hyvid",
+    metadata: Mapping[str, str | int] | None = None,
+) -> Path:
+    """Write ``tensors`` (raw numpy data and GGML type name) as a GGUF file; ``arch=None`` writes no architecture."""
+    writer = GGUFWriter(path=None, arch=arch or "pig")
+    if arch is None:
+        writer.kv_data[0].pop("general.architecture", None)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for key, value in (metadata or {}).items():
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        else:
+            writer.add_uint32(key, int(value))
+    for name, (raw, kind) in tensors.items():
+        qtype = GGMLQuantizationType[kind]
+        if kind in ("F32", "F16"):
+            writer.add_tensor(name, raw)
+        else:
+            writer.add_tensor(name, raw, raw_dtype=qtype)
+    writer.write_header_to_file(path=path)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
