@@ -101,14 +101,18 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
             category="HunyuanImage/loaders",
             description=(
                 "Loads the two text encoders of HunyuanImage-2.1 from models/text_encoders: Qwen2.5-VL-7B (a single "
-                f"file such as {QWEN_FILE.name}, its fp8_scaled variant, or a Qwen2.5-VL-7B-Instruct "
-                "folder) and the Glyph-SDXL-v2 ByT5 encoder that renders quoted text."
+                f"file such as {QWEN_FILE.name}, its fp8_scaled variant, a llama.cpp GGUF such as "
+                "Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf, or a Qwen2.5-VL-7B-Instruct folder) and the Glyph-SDXL-v2 ByT5 "
+                "encoder that renders quoted text."
             ),
             inputs=[
                 io.Combo.Input(
                     "qwen",
                     options=management.model_folders("text_encoders") + files,
-                    tooltip="Qwen2.5-VL-7B file or folder; only its language model is loaded (no vision tower).",
+                    tooltip=(
+                        "Qwen2.5-VL-7B file (safetensors, or a llama.cpp GGUF: its quantized weights stay quantized) "
+                        "or folder; only its language model is loaded (no vision tower, no mmproj)."
+                    ),
                 ),
                 io.Combo.Input(
                     "byt5",

@@ -36,13 +36,20 @@ SCALE = {"Q8_0": 1e-3, "Q5_0": 6e-3, "Q5_1": 6e-3, "Q4_0": 1.2e-2, "Q4_1": 1.2e-
          "Q6_K": 4e-5, "Q5_K": 1e-4, "Q4_K": 2e-4, "Q3_K": 5e-4, "Q2_K": 1e-3}  # fmt: skip
 
 
+# The min (or the min's scale) that centres each type's values on zero: the mean quant times the scale, negated where
+# the type adds its min and positive where it subtracts it (the K-quants' dmin).
+CENTRE = {"Q5_1": -15.5, "Q4_1": -7.5, "Q5_K": 15.5, "Q4_K": 7.5, "Q2_K": 1.5}
+
+
 def random_blocks(type_name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Valid random bytes of a ``type_name`` tensor of ``shape`` (torch order), as rows of bytes."""
     block = gq.block_of(type_name)
     n_blocks = int(np.prod(shape)) // block.block_size
     blocks = rng.integers(0, 256, (n_blocks, block.type_size), dtype=np.uint8)
-    for offset in HALF_FIELDS[type_name]:
-        halves = (rng.uniform(0.5, 1.0, n_blocks) * SCALE[type_name]).astype(np.float16)
+    scale = rng.uniform(0.5, 1.0, n_blocks) * SCALE[type_name]
+    fields = zip(HALF_FIELDS[type_name], (1.0, CENTRE.get(type_name, 1.0)), strict=False)
+    for offset, factor in fields:
+        halves = (scale * factor).astype(np.float16)
         blocks[:, offset : offset + 2] = halves.view(np.uint8).reshape(n_blocks, 2)
     return blocks.reshape(*shape[:-1], -1)
 

@@ -1,8 +1,10 @@
-"""Every loader, given ComfyUI's own ``comfy.ops.manual_cast`` layers, gives the same model as with ``torch.nn``.
+"""Every loader, given the pack's ``comfy.ops`` (ComfyUI's ``manual_cast`` plus streaming quantized layers and
+norms), gives the same model as with ``torch.nn``.
 
 Run inside the hosted ComfyUI (any release ``COMFYUI_PATH`` points at): the files are written here in the real
 layouts, loaded there twice (plain ``torch.nn`` and ComfyUI's cast layers) and run on the same inputs. Outputs
-must be bit-identical, and every weight-bearing layer must be ComfyUI's.
+must be bit-identical, every weight-bearing layer must be ComfyUI's, and every module that owns a parameter must be
+one ComfyUI can stream (a cast op).
 """
 
 from __future__ import annotations
@@ -22,21 +24,21 @@ from vae_files import TINY as VAE_TINY
 from vae_files import comfy_org as vae_comfy_org
 from vae_files import random_state as vae_state
 
-from hy21_host import run_in_comfyui
+from hy21_host import IMPORT_PACK, run_in_comfyui
 
 pytestmark = pytest.mark.parity
 
-PROBE = """
-sys.path.insert(1, sys.argv[2])
+PROBE = IMPORT_PACK + """
 import os
 import torch
 import comfy.ops
 from torch import nn
-from hunyuan_core.dit.checkpoint import load_dit
-from hunyuan_core.refiner_vae import load_refiner_vae
-from hunyuan_core.text.byt5 import load_glyph_encoder
-from hunyuan_core.text.qwen import load_qwen_encoder
-from hunyuan_core.vae import load_vae
+from hy21_pack.hunyuan_core.dit.checkpoint import load_dit
+from hy21_pack.hunyuan_core.refiner_vae import load_refiner_vae
+from hy21_pack.hunyuan_core.text.byt5 import load_glyph_encoder
+from hy21_pack.hunyuan_core.text.qwen import load_qwen_encoder
+from hy21_pack.hunyuan_core.vae import load_vae
+from hy21_pack.nodes import management
 
 paths = json.loads(sys.argv[3])
 tokenizers = os.path.join(sys.argv[1], "comfy", "text_encoders")
@@ -64,11 +66,14 @@ cases = {
 }
 result = {}
 for name, (load, run) in cases.items():
-    eager, cast = load(nn), load(comfy.ops.manual_cast)
+    eager, cast = load(nn), load(management.operations())
     with torch.no_grad():
         want, got = run(eager), run(cast)
     modules = sorted({type(m).__module__ for m in cast.modules() if isinstance(m, layers) and m.weight is not None})
-    result[name] = {"equal": bool(torch.equal(got, want)), "finite": bool(got.isfinite().all()), "modules": modules}
+    loose = [n for n, m in cast.named_modules()
+             if any(p is not None for p in m._parameters.values()) and not hasattr(m, "comfy_cast_weights")]
+    result[name] = {"equal": bool(torch.equal(got, want)), "finite": bool(got.isfinite().all()), "modules": modules,
+                    "not_streamable": loose}
 """
 
 
@@ -90,4 +95,5 @@ def test_every_loader_builds_with_comfy_ops_and_matches_torch_nn(tiny_files):
     assert set(results) == {"dit", "vae", "refiner_vae", "qwen", "byt5"}
     for name, result in results.items():
         assert result["modules"] == ["comfy.ops"], (name, result)
+        assert result["not_streamable"] == [], (name, result)  # norms owning a scale are cast ops too
         assert result["equal"] and result["finite"], (name, result)

@@ -50,6 +50,8 @@ def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str
         return f"a text encoder (T5 / ByT5{f', width {d_model}' if d_model else ''})"
     if has(r"(^|\.)layers\.\d+\.self_attn\.q_proj\.") or has(r"(^|\.)embed_tokens\.weight$"):
         return "a text encoder (a decoder-only language model such as Qwen2.5-VL or Llama)"
+    if has(r"(^|\.)blocks\.\d+\.self_attn\.") and (has(r"(^|\.)text_embedding\.") or has(r"(^|\.)head\.modulation$")):
+        return "a Wan video transformer"
     if has(r"double_blocks\.\d+\.") and has(r"(^|\.)vector_in\.") and has(r"individual_token_refiner"):
         return "a HunyuanVideo transformer"
     if has(r"double_blocks\.\d+\.") and (has(r"(^|\.)img_in\.weight$") or has(r"(^|\.)txt_in\.weight$")):
