@@ -28,7 +28,9 @@ from hy21_host import IMPORT_PACK, run_in_comfyui
 
 pytestmark = pytest.mark.parity
 
-PROBE = IMPORT_PACK + """
+PROBE = (
+    IMPORT_PACK
+    + """
 import os
 import torch
 import comfy.ops
@@ -75,6 +77,7 @@ for name, (load, run) in cases.items():
     result[name] = {"equal": bool(torch.equal(got, want)), "finite": bool(got.isfinite().all()), "modules": modules,
                     "not_streamable": loose}
 """
+)
 
 
 @pytest.fixture(scope="module")
