@@ -45,7 +45,7 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
                     options=management.model_files("diffusion_models"),
                     tooltip=(
                         f"The DiT file in models/diffusion_models, e.g. {DISTILLED.dit_file.name}, or a .gguf "
-                        "(Q4_K_M fits a 12 GB GPU with ComfyUI streaming the rest)."
+                        "quantization (smaller files for smaller GPUs; see the README's memory table)."
                     ),
                 ),
                 widgets.combo_input(

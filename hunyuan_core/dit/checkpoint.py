@@ -3,7 +3,9 @@
 From keys and shapes alone: the layout (official fused or split, ComfyUI's internal names, diffusers), the
 variant (base / distilled / refiner) and the full config. Loading builds the model on the meta device and fills
 each parameter straight from the file (``checkpoints.meta``), so peak memory stays close to the model's own size;
-fp8 weights stay fp8 (with their scales from the file or the official ``*_scale.safetensors`` beside it).
+fp8 weights stay fp8 (with their scales from the file or the official ``*_scale.safetensors`` beside it), and GGUF
+files (QuantStack's, converted by city96's tools: architecture ``hyvid``, the official names) keep their quantized
+weights as GGML blocks, dequantized per layer at compute time.
 """
 
 from __future__ import annotations
