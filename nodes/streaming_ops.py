@@ -21,7 +21,7 @@ import comfy.ops
 import torch
 import torch.nn.functional as F
 
-from ..hunyuan_core.checkpoints.quantized import QuantizedWeights
+from ..hunyuan_core.checkpoints.quantized import QuantizedEmbeddingWeights, QuantizedWeights
 
 
 class StreamedQuantizedLinear(QuantizedWeights, comfy.ops.manual_cast.Linear):
@@ -62,6 +62,33 @@ class StreamedQuantizedLinear(QuantizedWeights, comfy.ops.manual_cast.Linear):
         return self.forward_comfy_cast_weights(input, *args, **kwargs)
 
 
+class StreamedQuantizedEmbedding(QuantizedEmbeddingWeights, comfy.ops.manual_cast.Embedding):
+    """A GGUF embedding table ComfyUI can stream: a lookup gathers the needed byte rows where the table lies and
+    dequantizes only those on the compute device."""
+
+    comfy_cast_weights = True
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, compute_dtype: torch.dtype, weight_format: str) -> None:
+        comfy.ops.manual_cast.Embedding.__init__(
+            self, num_embeddings, embedding_dim, device="meta", dtype=compute_dtype
+        )
+        self.setup_quantized_embedding(num_embeddings, embedding_dim, compute_dtype, weight_format)
+
+    def reset_parameters(self) -> None:
+        return None
+
+    def forward_comfy_cast_weights(self, input: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        if self.weight_function:  # a weight patch needs the whole table: expand it once for this call
+            table = self.expand(mm.cast_to(self.weight, None, input.device), None, self.compute_dtype)
+            for patch in self.weight_function:
+                table = patch(table)
+            return F.embedding(input, table)
+        return self.lookup(input, self.weight, input.device)
+
+    def forward(self, input: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.forward_comfy_cast_weights(input)
+
+
 def _device_of(args: tuple, kwargs: dict) -> torch.device | None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor):
@@ -98,6 +125,11 @@ def streamable(module_class: type[torch.nn.Module]) -> type[torch.nn.Module]:
 
 @functools.cache
 def pack_operations() -> type:
-    """``comfy.ops.manual_cast`` with ``QuantizedLinear`` and ``streamable`` added, built once per process."""
-    extra = {"QuantizedLinear": StreamedQuantizedLinear, "streamable": staticmethod(streamable)}
+    """``comfy.ops.manual_cast`` with ``QuantizedLinear``, ``QuantizedEmbedding`` and ``streamable`` added, built once
+    per process."""
+    extra = {
+        "QuantizedLinear": StreamedQuantizedLinear,
+        "QuantizedEmbedding": StreamedQuantizedEmbedding,
+        "streamable": staticmethod(streamable),
+    }
     return type("HunyuanImage21Ops", (comfy.ops.manual_cast,), extra)

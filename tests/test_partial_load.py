@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hy21_host import find_comfyui
+from hy21_host import IMPORT_PACK, find_comfyui, run_in_comfyui
 
 pytestmark = pytest.mark.parity
 
@@ -45,3 +45,52 @@ def test_quantized_layers_are_what_streams(results):
     assert results["fp8"]["streamed_quantized"] > 0 and results["Q4_K"]["streamed_quantized"] > 0
     sizes = {fmt: results[fmt]["model_gb"] for fmt in ("bf16", "fp8", "Q4_K")}
     assert sizes["Q4_K"] < sizes["fp8"] < sizes["bf16"], sizes
+
+
+QUANTIZED_LAYERS_PROBE = (
+    IMPORT_PACK
+    + """
+import numpy as np
+import torch
+from torch import nn
+sys.path[1:1] = [root, root + "/tests"]
+from gguf_files import random_blocks
+from hy21_pack.hunyuan_core.checkpoints.errors import CheckpointError
+from hy21_pack.hunyuan_core.checkpoints.gguf_file import GGMLWeight
+from hy21_pack.hunyuan_core.checkpoints.meta import load_weights, on_meta
+from hy21_pack.nodes import management
+
+rng = np.random.default_rng(0)
+tensors = {"0.weight": GGMLWeight(torch.from_numpy(random_blocks("Q6_K", (300, 256), rng)), 14, (300, 256)),
+           "1.weight": GGMLWeight(torch.from_numpy(random_blocks("Q4_K", (64, 256), rng)), 12, (64, 256)),
+           "1.bias": torch.randn(64)}
+
+def build(ops):
+    model = on_meta(lambda: nn.Sequential(nn.Embedding(300, 256), nn.Linear(256, 64)))
+    load_weights(model, list(tensors), tensors.__getitem__, dtype=torch.float32, device="cpu", error=CheckpointError,
+                 file_name="probe", operations=ops)
+    return model
+
+ids = torch.tensor([[5, 299, 0, 17]])
+plain, streamed = build(nn), build(management.operations())
+patcher = management.patch(streamed, "text")
+patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=1)  # nothing fits: both layers stream
+with torch.no_grad():
+    want, got = plain(ids), patcher.model(ids)
+result = {
+    "classes": [type(m).__name__ for m in streamed],
+    "streamed": [getattr(m, "prev_comfy_cast_weights", None) is not None for m in streamed],
+    "equal": bool(torch.equal(got, want)),
+    "sizes": [int(m.weight.numel()) for m in streamed],
+}
+"""
+)
+
+
+def test_gguf_embedding_and_linear_stream_in_comfyui():
+    """A GGUF embedding table (as in a Qwen2.5-VL GGUF) and linear stay quantized as ComfyUI cast layers, stream
+    when nothing fits, and compute what the plain core layers compute."""
+    r = run_in_comfyui(QUANTIZED_LAYERS_PROBE)
+    assert r["classes"] == ["StreamedQuantizedEmbedding", "StreamedQuantizedLinear"], r
+    assert r["streamed"] == [True, True] and r["equal"], r
+    assert r["sizes"] == [300 * 210, 64 * 144], r  # Q6_K and Q4_K bytes, not expanded tables

@@ -110,7 +110,8 @@ def load_weights(
 
     Streams one module at a time through ``load_state_dict(assign=True)``. A quantized ``Linear`` weight (fp8 with
     its scale, or GGUF blocks) replaces its layer by a quantized one (``operations.QuantizedLinear`` where the host
-    has it) that keeps the weight compact; any other quantized tensor (norms, embeddings, convs) is expanded. Raises
+    has it) that keeps the weight compact, and so does a GGUF embedding table (``QuantizedEmbedding``); any other
+    quantized tensor (norms, convs, fp8 tables) is expanded. Raises
     ``error`` when a layer refuses a tensor or a needed tensor is still missing afterwards. The model comes back
     frozen (these models are only run).
     """
@@ -119,7 +120,9 @@ def load_weights(
         module = model.get_submodule(module_name)
         values = {leaf: read(_joined(module_name, leaf)) for leaf in leaves}
         weight = values.get("weight")
-        if isinstance(weight, (Fp8Weight, GGMLWeight)) and isinstance(module, nn.Linear):
+        linear = isinstance(weight, (Fp8Weight, GGMLWeight)) and isinstance(module, nn.Linear)
+        table = isinstance(weight, GGMLWeight) and isinstance(module, nn.Embedding) and len(values) == 1
+        if linear or table:
             bias = _plain(values["bias"]) if "bias" in values else None
             module = swap_in_quantized(
                 model, module_name, weight, has_bias=bias is not None, compute_dtype=dtype, operations=operations

@@ -124,6 +124,40 @@ class QuantizedLinear(QuantizedWeights, nn.Module):
         return F.linear(x.to(self.compute_dtype), self.dequantized_weight(), bias)
 
 
+class QuantizedEmbeddingWeights(QuantizedWeights):
+    """A GGML-quantized embedding table: ``weight`` holds one byte row per token, and a lookup dequantizes only the
+    rows it needs (a 152k-token table stays a third of its bf16 size and is never expanded whole)."""
+
+    def setup_quantized_embedding(
+        self, num_embeddings: int, embedding_dim: int, compute_dtype: torch.dtype, weight_format: str
+    ) -> None:
+        if weight_format == FP8:
+            raise ValueError("fp8 embedding tables are expanded at load, not kept as a quantized embedding")
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.setup_quantized(embedding_dim, num_embeddings, False, compute_dtype, weight_format)
+
+    def lookup(self, ids: torch.Tensor, weight: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The compute-dtype vectors of ``ids``: their byte rows gathered where ``weight`` lies, moved to ``device``
+        and dequantized there."""
+        rows = weight[ids.reshape(-1).to(weight.device)].to(device)
+        values = dequantize(rows, self.weight_format, (rows.shape[0], self.embedding_dim), self.compute_dtype)
+        return values.reshape(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.weight_format}, compute={self.compute_dtype}"
+
+
+class QuantizedEmbedding(QuantizedEmbeddingWeights, nn.Module):
+    """An embedding whose table stays GGML-quantized, on a plain module (outside ComfyUI)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, compute_dtype: torch.dtype, weight_format: str) -> None:
+        nn.Module.__init__(self)
+        self.setup_quantized_embedding(num_embeddings, embedding_dim, compute_dtype, weight_format)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lookup(ids, self.weight, ids.device)
+
+
 def quantized_state(
     value: QuantizedValue, bias: torch.Tensor | None, compute_dtype: torch.dtype, device: torch.device | str
 ) -> dict[str, torch.Tensor]:
@@ -149,13 +183,18 @@ def swap_in_quantized(
     compute_dtype: torch.dtype,
     operations: SimpleNamespace | type = nn,
 ) -> nn.Module:
-    """Replace the ``Linear`` at ``module_name`` by an empty quantized layer for ``value``'s format, ready for
-    ``load_state_dict``: the host's ``operations.QuantizedLinear`` when it has one, else ``QuantizedLinear``. The
-    sizes come from the layer's attributes (a lazy layer has no weight yet)."""
-    linear = model.get_submodule(module_name)
-    layer_class = getattr(operations, "QuantizedLinear", QuantizedLinear)
+    """Replace the ``Linear`` (or, for GGML tables, the ``Embedding``) at ``module_name`` by an empty quantized layer
+    for ``value``'s format, ready for ``load_state_dict``: the host's ``operations.QuantizedLinear`` /
+    ``QuantizedEmbedding`` when it has them, else the plain ones here. The sizes come from the layer's attributes (a
+    lazy layer has no weight yet)."""
+    old = model.get_submodule(module_name)
     with torch.device("meta"):
-        layer = layer_class(linear.in_features, linear.out_features, has_bias, compute_dtype, format_of(value))
+        if isinstance(old, nn.Embedding):
+            layer_class = getattr(operations, "QuantizedEmbedding", QuantizedEmbedding)
+            layer = layer_class(old.num_embeddings, old.embedding_dim, compute_dtype, format_of(value))
+        else:
+            layer_class = getattr(operations, "QuantizedLinear", QuantizedLinear)
+            layer = layer_class(old.in_features, old.out_features, has_bias, compute_dtype, format_of(value))
     parent, _, child = module_name.rpartition(".")
     setattr(model.get_submodule(parent), child, layer)
     return layer
