@@ -47,15 +47,18 @@ class StreamedQuantizedLinear(QuantizedWeights, comfy.ops.manual_cast.Linear):
 
     def forward_comfy_cast_weights(self, input: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         device, dtype = input.device, self.compute_dtype
-        weight = self.expand(self._moved(self.weight, device), self._moved(self.weight_scale, device), dtype)
-        for patch in self.weight_function:
-            weight = patch(weight)
+        weight, scale = self._moved(self.weight, device), self._moved(self.weight_scale, device)
         bias = self._moved(self.bias, device)
-        if bias is not None:
+        if bias is not None and self.bias_function:
             bias = bias.to(dtype)
             for patch in self.bias_function:
                 bias = patch(bias)
-        return F.linear(input.to(dtype), weight, bias)
+        if not self.weight_function:
+            return self.linear(input, weight, scale, bias)
+        weight = self.expand(weight, scale, dtype)  # patches (LoRA in low-VRAM mode) apply to the full weight
+        for patch in self.weight_function:
+            weight = patch(weight)
+        return F.linear(input.to(dtype), weight, None if bias is None else bias.to(dtype))
 
     def forward(self, input: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         # Always through the expanding path: the stored weight is never usable by a plain matmul.

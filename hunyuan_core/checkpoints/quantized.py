@@ -34,6 +34,46 @@ def format_of(value: QuantizedValue) -> str:
     return FP8 if isinstance(value, Fp8Weight) else value.type_name
 
 
+FP8_MAX = float(torch.finfo(torch.float8_e4m3fn).max)
+MATMUL_MULTIPLE = 16  # fp8 GEMM kernels need both weight dimensions divisible by this
+
+
+def fp8_matmul_available(device: torch.device) -> bool:
+    """Whether ``torch._scaled_mm`` can run on ``device``: CUDA GPUs of compute capability 8.9+ (Ada, Hopper and
+    later) and the CPU (slow there, but exact to its definition, which is what the tests check)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cpu"
+
+
+def scaled_fp8_linear(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """``x @ (weight * scale).T + bias`` as one fp8 GEMM: ``x`` quantized to e4m3 with a per-tensor scale (its amax
+    / 448), ``weight`` used as stored. None when the kernel cannot take this case (device, per-row weight scales,
+    e5m2 weights, sizes), so the caller falls back to the weight-only path."""
+    out_features, in_features = weight.shape
+    if (
+        weight.dtype != torch.float8_e4m3fn
+        or scale is None
+        or scale.numel() != 1
+        or in_features % MATMUL_MULTIPLE
+        or out_features % MATMUL_MULTIPLE
+        or not fp8_matmul_available(x.device)
+    ):
+        return None
+    rows = x.reshape(-1, in_features)
+    x_scale = (rows.abs().amax().float() / FP8_MAX).clamp(min=1e-12)
+    x_fp8 = (rows.float() / x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    w_scale = scale.to(x.device, torch.float32).reshape(())
+    out = torch._scaled_mm(
+        x_fp8, weight.t(), scale_a=x_scale, scale_b=w_scale, bias=None, out_dtype=dtype
+    )  # weight.t() of a row-major weight is the column-major operand the kernel wants
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], out_features)
+
+
 class QuantizedWeights:
     """The compact-weight half of a linear layer: ``weight`` (fp8, or uint8 GGML block rows), ``weight_scale``
     (fp8 only: fp32, one value or one per output row) and ``bias`` (compute dtype), loaded through
@@ -41,6 +81,7 @@ class QuantizedWeights:
 
     weight_format: str
     compute_dtype: torch.dtype
+    fp8_matmul: bool = False  # opt-in fast path for fp8 layers (see ``linear``); off keeps the official arithmetic
 
     def setup_quantized(
         self, in_features: int, out_features: int, has_bias: bool, compute_dtype: torch.dtype, weight_format: str
@@ -106,6 +147,20 @@ class QuantizedWeights:
         """The full weight in the compute dtype, where it lies now (for tests and LoRA math)."""
         return self.expand(self.weight, self.weight_scale, self.compute_dtype)
 
+    def linear(
+        self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``y = x @ W.T + bias`` in the compute dtype from the stored weight, all on ``x``'s device: the official
+        weight-only path, or, for an fp8 layer with ``fp8_matmul`` set and a device that has the kernel, one fp8
+        matmul with the input quantized per tensor (faster on Ada/Hopper GPUs; not the official arithmetic)."""
+        dtype = self.compute_dtype
+        bias = None if bias is None else bias.to(dtype)
+        if self.fp8_matmul and self.weight_format == FP8:
+            fast = scaled_fp8_linear(x, weight, scale, bias, dtype)
+            if fast is not None:
+                return fast
+        return F.linear(x.to(dtype), self.expand(weight, scale, dtype), bias)
+
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, {self.weight_format}, compute={self.compute_dtype}"
 
@@ -120,8 +175,7 @@ class QuantizedLinear(QuantizedWeights, nn.Module):
         self.setup_quantized(in_features, out_features, bias, compute_dtype, weight_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return F.linear(x.to(self.compute_dtype), self.dequantized_weight(), bias)
+        return self.linear(x, self.weight, self.weight_scale, self.bias)
 
 
 class QuantizedEmbeddingWeights(QuantizedWeights):

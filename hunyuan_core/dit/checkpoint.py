@@ -282,11 +282,14 @@ def load_dit(
     scale_path: str | Path | None = None,
     attention_backend: str = "sdpa",
     quantize_fp8: bool = False,
+    fp8_matmul: bool = False,
 ) -> HunyuanImageDiT:
     """Load any supported DiT file. ``dtype=None`` keeps the file's dtype; fp8 weights always stay fp8.
 
     ``quantize_fp8`` stores the block linears of a bf16/fp32 file in e4m3 with per-tensor scales, as the official
     fp8 release does (half the memory, same arithmetic path); embedders and final layer keep ``dtype``.
+    ``fp8_matmul`` (off by default, not the official arithmetic) runs fp8 layers as fp8 GEMMs with the activations
+    quantized per tensor, where the device has the kernel (Ada/Hopper GPUs); elsewhere they stay weight-only.
     """
     info = inspect_dit(path, scale_path)
     file = _open(path)
@@ -314,6 +317,11 @@ def load_dit(
         model, state_shapes(reference), read, dtype=compute, device=device, error=DiTCheckpointError,
         file_name=file.path.name, operations=operations,
     )  # fmt: skip
+    if fp8_matmul:
+        layers = [m for m in model.modules() if getattr(m, "weight_format", None) == "fp8"]
+        for layer in layers:
+            layer.fp8_matmul = True
+        log.info("fp8 matmul on for %d fp8 layers (activations quantized per tensor; off = official)", len(layers))
     log.info("loaded %s: %s", file.path.name, info.describe())
     return model.eval()
 

@@ -390,7 +390,9 @@ class QwenPromptEncoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
+        """The compute dtype: a GGUF's quantized embedding table holds bytes, its ``compute_dtype`` is the answer."""
+        embed = self.model.embed_tokens
+        return getattr(embed, "compute_dtype", None) or embed.weight.dtype
 
     @property
     def weight_device(self) -> torch.device:
