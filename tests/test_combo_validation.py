@@ -34,7 +34,7 @@ ENCODE_NODES = {
 
 # (workflow, node, input, the valid choices in menu order): every combo of the pack that is not a file choice
 CASES = [
-    ("distilled", LOADER, "weight_dtype", ("auto", "bf16", "fp8_e4m3fn")),
+    ("distilled", LOADER, "weight_dtype", ("auto", "bf16", "fp8_e4m3fn", "fp8_e4m3fn_fast")),
     ("distilled", LATENT, "size", (*(p.label for p in OFFICIAL_SIZES), CUSTOM_SIZE)),
     ("distilled", SAMPLER, "guidance_mode", ("auto", *MODES)),
     ("distilled", SAMPLER, "noise_mode", NOISE_MODES),
