@@ -94,15 +94,14 @@ class GGUFFile:
             raise CheckpointFileError(f"{name} is not a GGUF file (it does not start with 'GGUF'; {self.size} bytes)")
         try:
             reader = GGUFReader(self.path, "r")
-        except ValueError as exc:
-            text = str(exc)
+        except Exception as exc:  # the reader fails in many ways on a cut or damaged file, all of them fatal here
+            text = f"{type(exc).__name__}: {exc}"
             if "GGMLQuantizationType" in text:  # a type id newer than the installed gguf package knows
                 raise CheckpointFileError(f"{name} uses a GGML type this pack cannot read ({text})") from None
             raise CheckpointFileError(
-                f"{name} is truncated or damaged ({text}): an interrupted download or copy; download it again"
+                f"{name} is truncated or damaged ({self.size} bytes; the GGUF reader says {text}): an interrupted "
+                "download or copy; download it again"
             ) from None
-        except Exception as exc:
-            raise CheckpointFileError(f"{name} has a damaged GGUF header ({type(exc).__name__}: {exc})") from None
         try:
             for key, field in reader.fields.items():
                 if key.startswith("comfy.gguf.orig_shape."):

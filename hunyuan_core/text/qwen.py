@@ -9,10 +9,10 @@ Besides safetensors files and Hugging Face folders it reads llama.cpp GGUF files
 users download as e.g. ``Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf`` (architecture ``qwen2vl``; ``qwen2`` is accepted too).
 llama.cpp's tensor names are mapped back to transformers' (its converter stores Qwen2's q/k weights unpermuted: its
 Qwen2 rope rotates halves as transformers does), the config comes from the shapes, checked against the file's
-metadata, and block-quantized linear weights stay quantized (``checkpoints.meta``). The tokenizer still comes from the
-host's folders: a GGUF's embedded vocabulary is not used. Text-only prompts give M-RoPE three equal position rows
-(transformers' default when no ``position_ids`` are passed), so whatever file the weights come from, the rotary
-embedding is plain 1-D RoPE.
+metadata, and block-quantized weights stay quantized (linear layers and the embedding table, ``checkpoints.meta``).
+The tokenizer still comes from the host's folders: a GGUF's embedded vocabulary is not used. Text-only prompts give
+M-RoPE three equal position rows (transformers' default when no ``position_ids`` are passed), so whatever file the
+weights come from, the rotary embedding is plain 1-D RoPE.
 """
 
 from __future__ import annotations
@@ -441,7 +441,8 @@ def load_qwen_encoder(
     encoder. ``dtype=None`` computes in the file's float dtype (bf16 for fp8 and GGUF files).
 
     Its ``Linear`` and ``Embedding`` layers are ``operations``' classes (ComfyUI's ``comfy.ops`` in the nodes); a
-    GGUF's block-quantized linear weights stay quantized (``operations.QuantizedLinear`` where the host has it).
+    GGUF's block-quantized weights stay quantized (``operations.QuantizedLinear`` / ``QuantizedEmbedding`` where the
+    host has them).
 
     Tokenizer: the folder's own, else the first of ``tokenizer_dirs`` that has one (the nodes pass the host
     ComfyUI's ``qwen25_tokenizer``).
