@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp8_e4m3fn": "fp8", "fp8_e4m3fn_fast": "fp8_fast"}
 WEIGHT_DTYPE_CHOICES = tuple(WEIGHT_DTYPES)  # the weight_dtype menu and its check
+QWEN_WEIGHT_DTYPE_CHOICES = ("auto", "fp8_e4m3fn")
 NO_GLYPH = "none"
 
 
@@ -126,6 +127,17 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
                         "to be rendered well; 'none' skips it (quoted text then loses its glyph cue)."
                     ),
                 ),
+                widgets.combo_input(
+                    "qwen_weight_dtype",
+                    QWEN_WEIGHT_DTYPE_CHOICES,
+                    default="auto",
+                    optional=True,
+                    tooltip=(
+                        "auto keeps the Qwen file's precision (fp8-scaled and GGUF files stay as they are). "
+                        "fp8_e4m3fn stores a bf16 file's decoder weights in fp8 as they load: about half of its "
+                        "15 GB, a small change in the prompt encoding."
+                    ),
+                ),
             ],
             outputs=[
                 TextEncoders.Output(display_name="text_encoders", tooltip="Both encoders, for the text-encode node.")
@@ -134,18 +146,20 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, qwen: str, byt5: str) -> bool | str:
+    def validate_inputs(cls, qwen: str, byt5: str, qwen_weight_dtype: str = "auto") -> bool | str:
         return widgets.verdict(
             management.file_problem("qwen", "text_encoders", qwen),
             management.file_problem("byt5", "text_encoders", byt5, extra=(NO_GLYPH,)),
+            widgets.choice_problem("qwen_weight_dtype", qwen_weight_dtype, QWEN_WEIGHT_DTYPE_CHOICES),
         )
 
     @classmethod
-    def execute(cls, qwen: str, byt5: str) -> io.NodeOutput:
+    def execute(cls, qwen: str, byt5: str, qwen_weight_dtype: str = "auto") -> io.NodeOutput:
         qwen_model = load_qwen_encoder(
             management.resolve("text_encoders", qwen),
             tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
             operations=management.operations(),
+            quantize_fp8=qwen_weight_dtype == "fp8_e4m3fn",
         )
         glyph = None
         if byt5 != NO_GLYPH:

@@ -43,12 +43,14 @@ def shift_input(tooltip: str) -> io.Float.Input:
 
 
 def combo_input(
-    name: str, options: Sequence[str], default: str, tooltip: str, advanced: bool = False
+    name: str, options: Sequence[str], default: str, tooltip: str, advanced: bool = False, optional: bool = False
 ) -> io.Combo.Input:
-    """A combo whose menu is ``options``: pass the same tuple to :func:`choice_problem` in ``validate_inputs``."""
+    """A combo whose menu is ``options``: pass the same tuple to :func:`choice_problem` in ``validate_inputs``.
+    ``optional`` for inputs added after workflows were shared: a prompt without it runs with ``default``."""
     return host.build(
-        io.Combo.Input, name, options=list(options), default=default, tooltip=tooltip, advanced=advanced or None
-    )
+        io.Combo.Input, name, options=list(options), default=default, tooltip=tooltip, advanced=advanced or None,
+        optional=optional,
+    )  # fmt: skip
 
 
 def choice_problem(name: str, value: object, options: Sequence[object]) -> str | None:

@@ -91,7 +91,8 @@ def graph(variant: str) -> list[Node]:
     return [
         Node(1, "HunyuanImage21DiTLoader", [dit, "auto"], {"dit_name": dit, "weight_dtype": "auto"},
              outputs=[("model", "MODEL")], pos=(0, 0)),
-        Node(2, "HunyuanImage21TextEncoderLoader", [QWEN, BYT5], {"qwen": QWEN, "byt5": BYT5},
+        Node(2, "HunyuanImage21TextEncoderLoader", [QWEN, BYT5, "auto"],
+             {"qwen": QWEN, "byt5": BYT5, "qwen_weight_dtype": "auto"},
              outputs=[("text_encoders", "HY21_TEXT_ENCODERS")], pos=(0, 150)),
         Node(3, "HunyuanImage21VAELoader", [VAE], {"vae_name": VAE}, outputs=[("vae", "HY21_VAE")], pos=(0, 300)),
         Node(4, "HunyuanImage21TextEncode", [PROMPT, "", ""],

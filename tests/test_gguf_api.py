@@ -105,3 +105,15 @@ def test_unusable_file_is_named_then_the_next_prompt_runs(comfy, gguf_files, fil
         assert re.search(pattern, message), f"{file}: {pattern!r} not in {message}"
     after = comfy.run(workflow(GGUF_NAME, seed=811 + len(file))).raise_for_error()
     assert image(comfy, after).shape == (HEIGHT, WIDTH, 3)
+
+
+def test_text_encoder_quantized_at_load_and_prompts_without_the_new_input(comfy, gguf_files):
+    """``qwen_weight_dtype`` fp8_e4m3fn runs; an API prompt written before the input existed runs with ``auto``."""
+    graph = workflow(GGUF_NAME, seed=830)
+    graph["2"]["inputs"]["qwen_weight_dtype"] = "fp8_e4m3fn"
+    fp8 = image(comfy, comfy.run(graph).raise_for_error())
+    older = workflow(GGUF_NAME, seed=830)
+    del older["2"]["inputs"]["qwen_weight_dtype"]
+    auto = image(comfy, comfy.run(older).raise_for_error())
+    assert fp8.shape == auto.shape == (HEIGHT, WIDTH, 3)
+    assert not np.array_equal(fp8, auto)  # the fp8 encoder really ran (its rounding moves the image a little)

@@ -149,3 +149,23 @@ def test_glyph_tokens_come_from_the_glyph_lists(tmp_path):
     encoder = load_glyph_encoder(path, tokenizer_dirs=[BYT5_TOKENIZER], expected_width=None)
     ids = encoder.tokenizer("<color-1><cn-font-0>", add_special_tokens=False)["input_ids"]
     assert ids == [384 + 1, 384 + 3]
+
+
+def test_bf16_file_quantized_to_fp8_at_load_equals_the_same_fp8_file(tmp_path, qwen_128):
+    """``quantize_fp8`` gives exactly the encoder of an fp8-scaled file made with the official quantization."""
+    state = qwen_single_file_state(qwen_128)
+    bf16 = tmp_path / "qwen_2.5_vl_7b.safetensors"
+    save_file(state, str(bf16))
+    scaled = dict(state)
+    for key in list(state):
+        if key.startswith("model.layers.") and key.endswith("proj.weight"):
+            weight, scale = quantize_fp8(state[key])
+            scaled[key], scaled[key.replace(".weight", ".scale_weight")] = weight, scale.reshape(())
+    scaled["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    fp8 = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+    save_file(scaled, str(fp8))
+    quantized = load_qwen_encoder(bf16, dtype=None, tokenizer_dirs=[QWEN_TOKENIZER], quantize_fp8=True)
+    layers = [m for m in quantized.model.modules() if isinstance(m, QuantizedWeights)]
+    assert len(layers) == 2 * 7 and all(m.weight.dtype == torch.float8_e4m3fn for m in layers)
+    want = load_qwen_encoder(fp8, dtype=None, tokenizer_dirs=[QWEN_TOKENIZER]).encode(PROMPT).states
+    assert torch.equal(quantized.encode(PROMPT).states, want)

@@ -31,6 +31,7 @@ from ..checkpoints.complete import detect_or_damaged, redownload, require_comple
 from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile, open_checkpoint
 from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
+from ..checkpoints.fp8 import quantize_fp8 as quantize_to_fp8
 from ..checkpoints.gguf_file import GGMLWeight, GGUFFile
 from ..checkpoints.gguf_quants import SUPPORTED_TYPES
 from ..checkpoints.identify import describe_checkpoint
@@ -436,9 +437,12 @@ def load_qwen_encoder(
     device: torch.device | str = "cpu",
     tokenizer_dirs: list[str | Path] = (),
     operations: SimpleNamespace = nn,
+    quantize_fp8: bool = False,
 ) -> QwenPromptEncoder:
     """Load a Qwen2.5-VL folder, single file (bf16 or fp8-scaled) or llama.cpp GGUF as the stage-1/refiner prompt
-    encoder. ``dtype=None`` computes in the file's float dtype (bf16 for fp8 and GGUF files).
+    encoder. ``dtype=None`` computes in the file's float dtype (bf16 for fp8 and GGUF files). ``quantize_fp8``
+    stores the decoder layers' linear weights of a bf16/fp32 file in e4m3 with per-tensor scales as they are read
+    (half their memory; the same fp8 layer as fp8-scaled files), computing in bf16.
 
     Its ``Linear`` and ``Embedding`` layers are ``operations``' classes (ComfyUI's ``comfy.ops`` in the nodes); a
     GGUF's block-quantized weights stay quantized (``operations.QuantizedLinear`` / ``QuantizedEmbedding`` where the
@@ -465,7 +469,8 @@ def load_qwen_encoder(
     config.layer_types = config.layer_types[:used_layers] if getattr(config, "layer_types", None) else None
     config._attn_implementation = "sdpa"
     file_dtype = tensors.dtype("layers.0.self_attn.q_proj.weight")  # uint8 for GGUF blocks: never a compute dtype
-    compute = dtype or (torch.bfloat16 if tensors.gguf or file_dtype in FP8_DTYPES else file_dtype)
+    stored_compactly = tensors.gguf or file_dtype in FP8_DTYPES or quantize_fp8
+    compute = dtype or (torch.bfloat16 if stored_compactly else file_dtype)
     model = on_meta(lambda: Qwen2_5_VLTextModel(config))
     model.norm = nn.Identity()  # hidden_states[-3] is taken before the final norm
     expected = parameter_shapes(model)
@@ -475,8 +480,16 @@ def load_qwen_encoder(
         what="Qwen2.5-VL text encoder", fix=fix, key=tensors.file_key,
     )  # fmt: skip
     on_meta(lambda: adopt_operations(model, operations))
-    load_weights(model, expected, tensors.read, dtype=compute, device=device, error=TextEncoderError,
-                 file_name=file_name, operations=operations)  # fmt: skip
+    read = tensors.read
+
+    def read_quantizing(name: str) -> torch.Tensor | Fp8Weight | GGMLWeight:
+        value = tensors.read(name)
+        if isinstance(value, torch.Tensor) and re.fullmatch(r"layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight", name):
+            return Fp8Weight(*quantize_to_fp8(value))
+        return value
+
+    load_weights(model, expected, read_quantizing if quantize_fp8 else read, dtype=compute, device=device,
+                 error=TextEncoderError, file_name=file_name, operations=operations)  # fmt: skip
     _rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)
