@@ -73,7 +73,7 @@ def write_files(folder: Path, width: str, double: int, single: int) -> tuple[obj
     state = random_tensors(shapes, seed=0, dtype=torch.bfloat16, scale=0.02)
     files = {"bf16": folder / "dit_bf16.safetensors", "Q4_K": folder / "dit-Q4_K.gguf"}
     save_file(state, str(files["bf16"]))
-    tensors, _ = quantstack_tensors(state, "Q4_K")
+    tensors, _ = quantstack_tensors(state, "Q4_K", reference=False)
     write_gguf(files["Q4_K"], tensors)
     return cfg, files
 

@@ -2,9 +2,9 @@
 
 QuantStack's HunyuanImage-2.1 files come from city96's converter (ComfyUI-GGUF ``tools/convert.py``, whose
 HunyuanVideo template also matches this model) and its patched ``llama-quantize``: architecture ``hyvid``, the
-official fused tensor names without a prefix, one-dimensional and very small tensors (<= 1024 elements) and
-``byt5_in`` kept in F32, every other weight quantized to the file's type, and a row that is not whole blocks of that
-type left in F16. The refiner's 5-D patch-embedding weight is added back in F32.
+official fused tensor names without a prefix, one-dimensional and very small tensors (<= 1024 elements) in F32, the
+embedders, final layer and ``byt5_in`` left in BF16, every other 2-D weight quantized to the file's type, and a row
+that is not whole blocks of that type left in F16. The refiner's 5-D patch-embedding weight is added back in F32.
 
 The ``gguf`` package can quantize the legacy types only, so quantized weights are random valid blocks (random quant
 bytes, small float16 scales): each weight is then exactly what the package's reference dequantizer makes of its
@@ -25,7 +25,8 @@ from gguf import quants as reference
 from hunyuan_core.checkpoints import gguf_quants as gq
 
 QUANTIZATION_THRESHOLD = 1024  # city96's converter keeps tensors this small in F32
-HIGH_PRECISION = ("byt5_in",)
+# What the patched llama-quantize never quantizes in a "hyvid" file (tools/lcpp.patch; byt5_in since PR #333).
+UNQUANTIZED = ("txt_in.", "img_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.", "byt5_in.")
 # Byte offsets of each type's float16 scale / min fields inside a block.
 HALF_FIELDS = {
     "Q8_0": (0,), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_0": (0,), "Q4_1": (0, 2),
@@ -55,39 +56,53 @@ def random_blocks(type_name: str, shape: tuple[int, ...], rng: np.random.Generat
 
 
 def stored_type(name: str, shape: tuple[int, ...], type_name: str) -> str:
-    """The type city96's converter (and its llama-quantize) gives a tensor in a file of ``type_name``."""
-    if len(shape) == 1 or int(np.prod(shape)) <= QUANTIZATION_THRESHOLD or name.startswith(HIGH_PRECISION):
+    """The type city96's converter and its patched llama-quantize give a tensor in a file of ``type_name``: F32 for
+    1-D, tiny and 5-D tensors, BF16 (the converter's type for a bf16 source) for the embedders, final layer and
+    ``byt5_in`` that llama-quantize leaves alone, the file's type for the other 2-D weights, F16 for a row that is
+    not whole blocks."""
+    if len(shape) == 1 or int(np.prod(shape)) <= QUANTIZATION_THRESHOLD or len(shape) > 4:
         return "F32"
-    if len(shape) > 4:
-        return "F32"  # the 5-D refiner patch embedding, added back in F32 by city96's fix script
     if type_name in ("F32", "F16", "BF16"):
         return type_name
+    if name.startswith(UNQUANTIZED) or len(shape) != 2:
+        return "BF16"
     if shape[-1] % gq.block_of(type_name).block_size:
         return "F16"  # llama-quantize leaves rows that are not whole blocks in F16
     return type_name
 
 
+def float_bytes(values: np.ndarray, type_name: str) -> np.ndarray:
+    """float32 ``values`` as a GGUF float tensor's data: F32 / F16 arrays, BF16 as rows of bytes (top halves)."""
+    if type_name in ("F32", "F16"):
+        return values.astype(np.float32 if type_name == "F32" else np.float16)
+    top = (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return top.view(np.uint8).reshape(*values.shape[:-1], -1)
+
+
 def quantstack_tensors(
-    state: Mapping[str, torch.Tensor], type_name: str, seed: int = 0, types: Mapping[str, str] | None = None
+    state: Mapping[str, torch.Tensor],
+    type_name: str,
+    seed: int = 0,
+    types: Mapping[str, str] | None = None,
+    reference: bool = True,
 ) -> tuple[dict[str, tuple[np.ndarray, str]], dict[str, torch.Tensor]]:
     """A DiT state dict (official fused names) as a QuantStack-style GGUF's tensors, and the float32 weights the
     file holds (quantized weights are random blocks; float ones are the state's values rounded to their type).
 
-    ``types`` overrides the type of single tensors by name (mixed files such as Q4_K_M)."""
+    ``types`` overrides the type of single tensors by name (mixed files such as Q4_K_M). ``reference=False`` skips
+    the (slow, numpy) reference reading: the second dict comes back empty, for benchmarks that need only the file."""
     rng = np.random.default_rng(seed)
     tensors, expected = {}, {}
     for name, value in state.items():
         shape = tuple(value.shape)
         kind = stored_type(name, shape, (types or {}).get(name, type_name))
-        if kind in ("F32", "F16"):
-            raw = value.float().numpy().astype(np.float32 if kind == "F32" else np.float16)
-        elif kind == "BF16":
-            top = (value.float().numpy().view(np.uint32) >> 16).astype(np.uint16)
-            raw = top.view(np.uint8).reshape(*shape[:-1], -1)
+        if kind in ("F32", "F16", "BF16"):
+            raw = float_bytes(value.float().numpy(), kind)
         else:
             raw = random_blocks(kind, shape, rng)
         tensors[name] = (raw, kind)
-        expected[name] = dequantized(raw, kind, shape)
+        if reference:
+            expected[name] = dequantized(raw, kind, shape)
     return tensors, expected
 
 

@@ -140,7 +140,8 @@ class QuantizedWeights:
     def expand(self, weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """The ``dtype`` weight made from the stored one (and its scale), on ``weight``'s device."""
         if self.weight_format == FP8:
-            return (weight.float() * scale.to(weight.device, torch.float32)).to(dtype)
+            # in place on the float32 copy: the same bits as ``w.float() * scale``, one temporary fewer
+            return weight.float().mul_(scale.to(weight.device, torch.float32)).to(dtype)
         return dequantize(weight, self.weight_format, (self.out_features, self.in_features), dtype)
 
     def dequantized_weight(self) -> torch.Tensor:

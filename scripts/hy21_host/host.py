@@ -126,12 +126,14 @@ class ComfyHost:
         base_dir: Path | None = None,
         python: str = sys.executable,
         extra_args: tuple[str, ...] = (),
+        cpu: bool = True,
     ) -> None:
         self.comfyui = Path(comfyui).absolute() if comfyui else find_comfyui()
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="hy21-comfy-"))
         self.python = python
         self.extra_args = extra_args
+        self.cpu = cpu  # False lets ComfyUI pick the GPU (benchmarks on a lent GPU machine)
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
@@ -161,7 +163,7 @@ class ComfyHost:
 
     def command(self) -> list[str]:
         return [
-            self.python, "main.py", "--cpu",
+            self.python, "main.py", *(["--cpu"] if self.cpu else []),
             "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--disable-api-nodes",
             "--base-directory", str(self.base_dir),

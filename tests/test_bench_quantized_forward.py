@@ -1,0 +1,40 @@
+"""Smoke test of bench/bench_quantized_forward.py on a narrow model (``--quick``): it reports a finite positive
+ratio for fp8 / bf16 and Q4_K / bf16, every output is finite, and the fp8 model's output differs from the bf16
+model's (same weights) by no more than the fp8 rounding of the weights themselves, and not by nothing. The times
+of a 256-wide model are not judged.
+
+The real measurement is ``.venv/bin/python bench/bench_quantized_forward.py`` (full width, a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_quantized_forward.py"
+
+
+def test_quick_run_reports_ratios_and_agreeing_outputs():
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    found = re.search(r"ratio fp8 / bf16: (\S+), Q4_K / bf16: (\S+)", out.stdout)
+    assert found, out.stdout
+    ratios = [float(value) for value in found.groups()]
+    assert all(math.isfinite(r) and r > 0 for r in ratios), out.stdout
+    assert "outputs finite: yes" in out.stdout, out.stdout
+    error = re.search(r"relative L2 error ([0-9.e-]+) \(fp8 rounding of the block weights: relative L2 ([0-9.e-]+)\)",
+                      out.stdout)  # fmt: skip
+    assert error, out.stdout
+    output_error, rounding = (float(value) for value in error.groups())
+    assert 0 < rounding < 0.05, out.stdout  # e4m3 keeps 3 mantissa bits: a few percent
+    assert 0 < output_error <= rounding, out.stdout
