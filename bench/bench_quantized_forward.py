@@ -1,4 +1,5 @@
-"""Benchmark: one DiT forward with fp8 weights and with Q4_K weights, against the same model in bf16, on the CPU.
+"""Benchmark: one DiT forward with fp8 weights (weight-only, and the opt-in fp8 matmul) and with Q4_K weights, against
+the same model in bf16, on the CPU.
 
 Three models of one shape, full width (hidden 3584, 28 heads x 128, MLLM text 3584) and reduced depth (1 double
 block, 1 single block and, as in the memory test, no token-refiner block, so the blocks' share of the weights is
@@ -8,6 +9,8 @@ near the full model's 97 %):
 - fp8: the same weights with every Linear weight in the double and single blocks quantized to e4m3 with a
   per-tensor scale at load (``load_dit(..., quantize_fp8=True)``'s reader: the official FP8 path, weight-only:
   each layer expands its weight to bf16 per call, activations stay bf16);
+- fp8_fast: the fp8 model with ``fp8_matmul`` on (each fp8 layer one ``torch._scaled_mm``, activations quantized
+  to e4m3 per tensor; off by default, not the official arithmetic): its time and its output against weight-only fp8;
 - Q4_K: the same bf16 rest, the block Linear weights random valid Q4_K blocks as a GGUF holds them (what a
   QuantStack file quantizes; its embedders, token refiner and final layer stay bf16), dequantized per call.
 
@@ -31,6 +34,7 @@ Run: .venv/bin/python bench/bench_quantized_forward.py [--repeats 5] [--threads 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import sys
@@ -52,7 +56,7 @@ from hunyuan_core.checkpoints.meta import build_and_load, meta_shapes, on_meta  
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT  # noqa: E402
 
 GIB = 1024**3
-FORMATS = ("bf16", "fp8", "Q4_K")
+FORMATS = ("bf16", "fp8", "Q4_K", "fp8_fast")
 LATENT_SIDE, TEXT_TOKENS = 8, 16  # 256x256 pixels: 8x8 latent tokens
 Q4K_SCALE = 5e-5  # Q4_K super-block scale: weights of about 1/sqrt(3584) in size, as the bf16 ones
 Q4K_HALVES = (0, 2)  # byte offsets of a Q4_K block's float16 scale and min
@@ -128,7 +132,13 @@ def build_models(cfg: DiTConfig) -> tuple[dict[str, HunyuanImageDiT], float]:
             lambda ops: HunyuanImageDiT(cfg, dtype=torch.bfloat16, operations=ops), nn, read,
             dtype=torch.bfloat16, device="cpu", error=CheckpointError, file_name=f"random {fmt} weights",
         )  # fmt: skip
-    return models, math.sqrt(error[0] / norm[0])
+    rounding = math.sqrt(error[0] / norm[0])
+    # fp8_fast: a copy of the fp8 model whose fp8 layers each run as one torch._scaled_mm (``fp8_matmul``)
+    models["fp8_fast"] = copy.deepcopy(models["fp8"])
+    for module in models["fp8_fast"].modules():
+        if getattr(module, "weight_format", None) == "fp8":
+            module.fp8_matmul = True
+    return models, rounding
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -199,6 +209,11 @@ def main() -> None:
     error = relative_l2(outputs["fp8"], outputs["bf16"])
     print(f"fp8 output vs bf16 output (same weights): relative L2 error {error:.4f} "
           f"(fp8 rounding of the block weights: relative L2 {rounding:.4f})")  # fmt: skip
+    fast_error = relative_l2(outputs["fp8_fast"], outputs["fp8"])
+    print(
+        f"fp8_fast output vs fp8 weight-only output: relative L2 error {fast_error:.4f} (activations rounded to "
+        "e4m3 per tensor; the official path is weight-only)"
+    )
 
 
 if __name__ == "__main__":

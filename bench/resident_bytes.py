@@ -232,7 +232,7 @@ def measured_peak(run) -> int:
 def expansion_bytes(fmt: str, rows: int = 4096, cols: int = 4096, chunk: int = 1 << 22) -> tuple[float, float]:
     """Measured peak bytes of expanding one ``fmt`` weight to bf16: (per weight element, per chunk element).
 
-    fp8 expands the whole tensor at once (float32 copy times scale, then bf16). GGUF kernels write the bf16 result
+    fp8 expands the whole tensor at once (its bf16 copy times the per-tensor scale). GGUF kernels write the bf16 result
     (2 bytes an element) and work through ``chunk`` elements at a time in float32 and uint8 temporaries, so a
     weight of n elements costs 2 n + per-chunk x min(n, chunk); the per-chunk figure is measured with a small
     ``chunk`` here and scaled to the GPU's chunk by the caller."""

@@ -1,7 +1,8 @@
 """Smoke test of bench/bench_quantized_forward.py on a narrow model (``--quick``): it reports a finite positive
-ratio for fp8 / bf16 and Q4_K / bf16, every output is finite, and the fp8 model's output differs from the bf16
-model's (same weights) by no more than the fp8 rounding of the weights themselves, and not by nothing. The times
-of a 256-wide model are not judged.
+ratio for fp8 / bf16, Q4_K / bf16 and fp8_fast / bf16, every output is finite, and the fp8 model's output differs
+from the bf16 model's (same weights) by no more than the fp8 rounding of the weights themselves, and not by nothing;
+the opt-in fp8 matmul ran (its output differs a little from weight-only fp8). The times of a 256-wide model are not
+judged.
 
 The real measurement is ``.venv/bin/python bench/bench_quantized_forward.py`` (full width, a few minutes on 2 cores).
 """
@@ -27,7 +28,7 @@ def test_quick_run_reports_ratios_and_agreeing_outputs():
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
-    found = re.search(r"ratio fp8 / bf16: (\S+), Q4_K / bf16: (\S+)", out.stdout)
+    found = re.search(r"ratio fp8 / bf16: ([0-9.]+), Q4_K / bf16: ([0-9.]+), fp8_fast / bf16: ([0-9.]+)", out.stdout)
     assert found, out.stdout
     ratios = [float(value) for value in found.groups()]
     assert all(math.isfinite(r) and r > 0 for r in ratios), out.stdout
@@ -38,3 +39,5 @@ def test_quick_run_reports_ratios_and_agreeing_outputs():
     output_error, rounding = (float(value) for value in error.groups())
     assert 0 < rounding < 0.05, out.stdout  # e4m3 keeps 3 mantissa bits: a few percent
     assert 0 < output_error <= rounding, out.stdout
+    fast = re.search(r"fp8_fast output vs fp8 weight-only output: relative L2 error ([0-9.e-]+)", out.stdout)
+    assert fast and 0 < float(fast.group(1)) < 0.1, out.stdout  # the fast path ran, rounding activations slightly

@@ -140,8 +140,11 @@ class QuantizedWeights:
     def expand(self, weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """The ``dtype`` weight made from the stored one (and its scale), on ``weight``'s device."""
         if self.weight_format == FP8:
-            # in place on the float32 copy: the same bits as ``w.float() * scale``, one temporary fewer
-            return weight.float().mul_(scale.to(weight.device, torch.float32)).to(dtype)
+            scale = scale.to(weight.device, torch.float32)
+            if scale.numel() == 1:  # the official expression: a bf16 weight times a float32 0-dim scale
+                return weight.to(dtype) * scale.reshape(())
+            # per-row scales (a fused layer of parts with their own): float32, in place, rounded once
+            return weight.float().mul_(scale).to(dtype)
         return dequantize(weight, self.weight_format, (self.out_features, self.in_features), dtype)
 
     def dequantized_weight(self) -> torch.Tensor:
