@@ -1,0 +1,191 @@
+"""Which DiT weight each module of a LoRA file patches, whatever trainer wrote it.
+
+LoRA files name the layers they adapt after the model their trainer used:
+- sd-scripts (kohya): ``lora_unet_`` + the official module path with ``_`` for ``.``
+  (``lora_unet_double_blocks_0_img_attn_qkv``), or its ComfyUI-converted spelling (``img_mlp_0``, ``img_mod_lin``);
+- diffusion-pipe and other PEFT trainers: ``diffusion_model.`` + the official or ComfyUI's internal module path;
+- diffusers' PEFT integration: ``transformer.`` + diffusers' names, with q, k, v (and a single block's MLP input) as
+  separate layers that make one fused weight here;
+- ComfyUI's own saves (``diffusion_model.``), LyCORIS (same module names, other tensor suffixes), and wrappers that
+  add ``base_model.model.``.
+``dit_lora_targets`` lists, for one DiT config, every module name those spellings can use and the weight (and, for a
+part of a fused weight, the rows) it lands on, from the same layout tables the checkpoint loader uses (``dit/keys``),
+so a LoRA and a checkpoint of one layout always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..checkpoints.meta import on_meta
+from ..dit import keys as K
+from ..dit.config import DiTConfig
+from ..dit.model import HunyuanImageDiT
+
+# Prefixes trainers and wrappers put before a module path, longest first.
+PREFIXES = ("base_model.model.diffusion_model.", "base_model.model.", "model.diffusion_model.", "diffusion_model.",
+            "transformer.", "unet.")  # fmt: skip
+KOHYA_PREFIX = "lora_unet_"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one LoRA module's product ``up @ down`` goes: ``param`` (official name of a weight), and for a part of
+    a fused weight the rows ``(offset, length)`` of ``param`` it replaces (None: the whole weight). ``source_rows``
+    takes rows of the product itself (diffusers' final modulation stores its two halves swapped)."""
+
+    param: str
+    rows: tuple[int, int] | None = None
+    source_rows: tuple[int, int] | None = None
+
+
+def _linear_weights(cfg: DiTConfig) -> dict[str, tuple[int, int]]:
+    """Official module path -> (out, in) of every Linear in the DiT."""
+    model = on_meta(lambda: HunyuanImageDiT(cfg, dtype=torch.float32))
+    return {name: tuple(m.weight.shape) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def _part_sizes(out_features: int, parts: int, hidden: int) -> list[int]:
+    if parts == 4:  # a single block's linear1: q, k, v, then the MLP input
+        return [hidden, hidden, hidden, out_features - 3 * hidden]
+    return [out_features // parts] * parts
+
+
+def _module_of(key: str) -> str:
+    return key.removesuffix(".weight")
+
+
+def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
+    """Every LoRA module name (without prefix) a HunyuanImage-2.1 LoRA may use -> where it lands."""
+    targets: dict[str, list[Target]] = {}
+
+    def add(name: str, target: Target) -> None:
+        targets.setdefault(name, []).append(target)
+
+    for module, (out_features, _) in _linear_weights(cfg).items():
+        param = f"{module}.weight"
+        whole = Target(param)
+        comfy = _module_of(K.source_of(param, K.COMFY).keys[0])
+        for name in {module, comfy}:
+            add(name, whole)
+            add(KOHYA_PREFIX + name.replace(".", "_"), whole)
+        split = K.source_of(param, K.OFFICIAL_SPLIT).keys
+        if len(split) > 1:  # separate q / k / v (/ mlp) modules, official spelling
+            sizes = _part_sizes(out_features, len(split), cfg.hidden_size)
+            for key, offset, size in zip(split, _offsets(sizes), sizes, strict=True):
+                add(_module_of(key), Target(param, (offset, size)))
+                add(KOHYA_PREFIX + _module_of(key).replace(".", "_"), Target(param, (offset, size)))
+        source = K.source_of(param, K.DIFFUSERS)
+        if source.swap_halves:  # our rows [0:h] are diffusers' [h:2h] and the other way round
+            half = out_features // 2
+            name = _module_of(source.keys[0])
+            add(name, Target(param, (0, half), (half, half)))
+            add(name, Target(param, (half, half), (0, half)))
+        elif len(source.keys) == 1:
+            add(_module_of(source.keys[0]), whole)
+        else:
+            sizes = _part_sizes(out_features, len(source.keys), cfg.hidden_size)
+            for key, offset, size in zip(source.keys, _offsets(sizes), sizes, strict=True):
+                add(_module_of(key), Target(param, (offset, size)))
+    return {name: list(dict.fromkeys(found)) for name, found in targets.items()}
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    found, total = [], 0
+    for size in sizes:
+        found.append(total)
+        total += size
+    return found
+
+
+def strip_prefix(name: str) -> str:
+    """A LoRA module name without the wrapper prefix its trainer added."""
+    for prefix in PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+# Tensor-name endings of one LoRA module in the formats ComfyUI's loader reads (LoRA, LoCon, LoHa, LoKr, DoRA, ...).
+SUFFIXES = (
+    ".lora_up.weight", ".lora_down.weight", ".lora_mid.weight", ".lora_A.weight", ".lora_B.weight",
+    ".lora.up.weight", ".lora.down.weight", ".lora_linear_layer.up.weight", ".lora_linear_layer.down.weight",
+    ".alpha", ".dora_scale", ".diff", ".diff_b", ".set_weight",
+    ".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b", ".hada_t1", ".hada_t2",
+    ".lokr_w1", ".lokr_w2", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2_a", ".lokr_w2_b", ".lokr_t2",
+    ".a1.weight", ".a2.weight", ".b1.weight", ".b2.weight", ".w_norm", ".b_norm",
+)  # fmt: skip
+
+
+def lora_modules(keys: Iterable[str]) -> dict[str, list[str]]:
+    """The LoRA file's tensors grouped by the module they adapt (name as written in the file)."""
+    modules: dict[str, list[str]] = {}
+    for key in keys:
+        suffix = next((s for s in SUFFIXES if key.endswith(s)), None)
+        if suffix is not None:
+            modules.setdefault(key[: -len(suffix)], []).append(key)
+    return modules
+
+
+@dataclass
+class LoraMatch:
+    """How a LoRA file's modules meet the DiT: the naming it uses, the modules that land (and where), the ones
+    that do not, and the ranks found."""
+
+    naming: str
+    matched: dict[str, list[Target]]
+    unmatched: list[str]
+    ranks: list[int]
+
+    def summary(self, file_name: str) -> str:
+        """One log line: naming, modules matched / total, ranks, the first unmatched names."""
+        total = len(self.matched) + len(self.unmatched)
+        ranks = "/".join(map(str, self.ranks)) or "n/a"
+        line = f"{file_name}: {self.naming}, {len(self.matched)}/{total} modules matched, rank {ranks}"
+        if self.unmatched:
+            line += f"; unmatched: {', '.join(self.unmatched[:5])}" + (" ..." if len(self.unmatched) > 5 else "")
+        return line
+
+
+def naming_of(modules: Iterable[str], keys: Iterable[str]) -> str:
+    """Which trainer's naming a LoRA uses, from its module and tensor names."""
+    modules, keys = list(modules), list(keys)
+    kind = (
+        "LyCORIS LoKr"
+        if any(".lokr_" in k for k in keys)
+        else "LyCORIS LoHa"
+        if any(".hada_" in k for k in keys)
+        else ""
+    )
+    if any(m.startswith(KOHYA_PREFIX) for m in modules):
+        naming = "sd-scripts (kohya) names"
+    elif any(strip_prefix(m).startswith(("transformer_blocks.", "single_transformer_blocks.")) for m in modules):
+        naming = "diffusers names"
+    elif any(".img_attn.qkv" in m or ".img_mod.lin" in m or ".modulation.lin" in m for m in modules):
+        naming = "ComfyUI's internal names"
+    else:
+        naming = "official module names"
+    if any(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys):
+        naming += " (PEFT lora_A / lora_B)"
+    return f"{kind} with {naming}" if kind else naming
+
+
+def match_lora(keys: Iterable[str], shape_of, targets: dict[str, list[Target]]) -> LoraMatch:
+    """Match a LoRA file's modules against ``targets`` (``dit_lora_targets``); ranks from the down / A weights."""
+    keys = list(keys)
+    modules = lora_modules(keys)
+    matched, unmatched, ranks = {}, [], set()
+    for module, tensors in modules.items():
+        found = targets.get(strip_prefix(module))
+        if found is None:
+            unmatched.append(module)
+            continue
+        matched[module] = found
+        for key in tensors:
+            if key.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight")):
+                ranks.add(shape_of(key)[0])
+    return LoraMatch(naming_of(modules, keys), matched, sorted(unmatched), sorted(ranks))

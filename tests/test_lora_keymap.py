@@ -1,0 +1,137 @@
+"""The LoRA key map: every module name a HunyuanImage-2.1 LoRA trainer writes lands on the right DiT weight and rows.
+
+The diffusers naming is checked against diffusers itself: a delta added to each Linear of diffusers'
+``HunyuanImageTransformer2DModel`` and carried over by the (parity-tested) diffusers -> ours conversion must equal the
+same deltas placed on our fused weights through the key map. The other namings must each cover every Linear weight
+exactly once, row for row.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dit_files import PARITY, PARITY_DISTILLED, TINY, TINY_DISTILLED, diffusers_pair, from_diffusers
+from torch import nn
+
+from hunyuan_core.dit import HunyuanImageDiT
+from hunyuan_core.lora import dit_lora_targets, match_lora, strip_prefix
+from hunyuan_core.lora.keymap import KOHYA_PREFIX
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
+
+
+def place(state: dict[str, torch.Tensor], module: str, delta: torch.Tensor, targets) -> None:
+    """Add one LoRA module's product to our weights where the key map says."""
+    for target in targets[strip_prefix(module)]:
+        part = delta if target.source_rows is None else delta.narrow(0, *target.source_rows)
+        weight = state[target.param]
+        if target.rows is None:
+            weight += part
+        else:
+            weight.narrow(0, *target.rows).add_(part)
+
+
+@pytest.mark.parametrize("cfg", [PARITY, PARITY_DISTILLED], ids=["base", "distilled"])
+def test_diffusers_peft_names_land_where_diffusers_weights_go(cfg):
+    reference, ours = diffusers_pair(cfg, seed=0)
+    targets = dit_lora_targets(cfg)
+    state = {k: v.clone() for k, v in ours.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    linears = {n: m for n, m in reference.named_modules() if isinstance(m, nn.Linear)}
+    assert linears
+    with torch.no_grad():
+        for name, layer in linears.items():
+            delta = torch.randn(layer.weight.shape, generator=g) * 0.01
+            layer.weight += delta
+            place(state, f"transformer.{name}", delta, targets)  # diffusers' PEFT prefix
+    want = from_diffusers(reference, HunyuanImageDiT(cfg, dtype=torch.float32)).state_dict()
+    for key, value in want.items():
+        assert torch.equal(state[key], value), key
+
+
+def coverage(cfg, names: list[str]) -> dict[str, torch.Tensor]:
+    """How many times each row of each Linear weight is written when every module in ``names`` is applied."""
+    targets = dit_lora_targets(cfg)
+    model = HunyuanImageDiT(cfg, dtype=torch.float32)
+    counts = {
+        f"{n}.weight": torch.zeros(m.weight.shape[0]) for n, m in model.named_modules() if isinstance(m, nn.Linear)
+    }
+    for name in names:
+        for target in targets[strip_prefix(name)]:
+            rows = counts[target.param]
+            (rows if target.rows is None else rows.narrow(0, *target.rows)).add_(1)
+    return counts
+
+
+def official_modules(cfg) -> list[str]:
+    model = HunyuanImageDiT(cfg, dtype=torch.float32)
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        pytest.param(lambda n: f"diffusion_model.{n}", id="peft-official"),
+        pytest.param(lambda n: KOHYA_PREFIX + n.replace(".", "_"), id="sd-scripts"),
+        pytest.param(lambda n: f"base_model.model.{n}", id="base_model-prefix"),
+    ],
+)  # fmt: skip
+def test_every_linear_is_covered_once_by_each_naming(spell):
+    names = [spell(n) for n in official_modules(TINY_DISTILLED)]
+    for param, rows in coverage(TINY_DISTILLED, names).items():
+        assert torch.equal(rows, torch.ones_like(rows)), param
+
+
+def test_comfyui_internal_and_sd_scripts_comfy_names():
+    """The names sd-scripts' converter writes for ComfyUI (img_mlp_0, img_mod_lin, modulation_lin) and ComfyUI's
+    internal module paths land on the same weights as the official names."""
+    targets = dit_lora_targets(TINY)
+    same = {
+        "lora_unet_double_blocks_1_img_mlp_0": "double_blocks.1.img_mlp.fc1.weight",
+        "lora_unet_double_blocks_0_txt_mod_lin": "double_blocks.0.txt_mod.linear.weight",
+        "lora_unet_single_blocks_1_modulation_lin": "single_blocks.1.modulation.linear.weight",
+        "diffusion_model.double_blocks.0.img_attn.qkv": "double_blocks.0.img_attn_qkv.weight",
+        "diffusion_model.double_blocks.0.txt_attn.proj": "double_blocks.0.txt_attn_proj.weight",
+        "diffusion_model.single_blocks.0.modulation.lin": "single_blocks.0.modulation.linear.weight",
+        "diffusion_model.time_in.in_layer": "time_in.mlp.0.weight",
+    }
+    for name, param in same.items():
+        (target,) = targets[strip_prefix(name)]
+        assert (target.param, target.rows) == (param, None), name
+
+
+def test_split_qkv_modules_land_on_slices_of_the_fused_weights():
+    h = TINY.hidden_size
+    targets = dit_lora_targets(TINY)
+    assert targets["double_blocks.0.img_attn_k"][0].rows == (h, h)
+    assert targets["lora_unet_double_blocks_0_txt_attn_v"][0].rows == (2 * h, h)
+    mlp = TINY.mlp_hidden
+    assert targets["single_blocks.1.linear1_mlp"][0].rows == (3 * h, mlp)
+    assert targets["single_transformer_blocks.1.proj_mlp"][0].rows == (3 * h, mlp)
+
+
+def test_match_reports_naming_counts_ranks_and_unmatched():
+    rank = 4
+    modules = [KOHYA_PREFIX + n.replace(".", "_") for n in official_modules(TINY)[:5]] + ["lora_unet_foo_bar"]
+    keys = [f"{m}.{leaf}" for m in modules for leaf in ("lora_down.weight", "lora_up.weight", "alpha")]
+    match = match_lora(keys, lambda key: (rank, 64) if "lora_down" in key else (64, rank), dit_lora_targets(TINY))
+    assert match.naming == "sd-scripts (kohya) names"
+    assert len(match.matched) == 5 and match.unmatched == ["lora_unet_foo_bar"] and match.ranks == [rank]
+    summary = match.summary("my_lora.safetensors")
+    assert "5/6 modules matched, rank 4; unmatched: lora_unet_foo_bar" in summary
+
+
+@pytest.mark.parametrize(
+    ("keys", "naming"),
+    [
+        (["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"], "diffusers names (PEFT lora_A / lora_B)"),
+        (["diffusion_model.double_blocks.0.img_attn.qkv.lora_up.weight"], "ComfyUI's internal names"),
+        (["diffusion_model.double_blocks.0.img_attn_qkv.lora_B.weight"],
+         "official module names (PEFT lora_A / lora_B)"),
+        (["lora_unet_double_blocks_0_img_attn_qkv.lokr_w1"], "LyCORIS LoKr with sd-scripts (kohya) names"),
+        (["lora_unet_single_blocks_0_linear1.hada_w1_a"], "LyCORIS LoHa with sd-scripts (kohya) names"),
+    ],
+)  # fmt: skip
+def test_naming_is_recognised(keys, naming):
+    match = match_lora(keys, lambda key: (4, 64), dit_lora_targets(TINY))
+    assert match.naming == naming and len(match.matched) == 1
