@@ -14,7 +14,7 @@ from dit_files import PARITY, PARITY_DISTILLED, TINY, TINY_DISTILLED, diffusers_
 from torch import nn
 
 from hunyuan_core.dit import HunyuanImageDiT
-from hunyuan_core.lora import dit_lora_targets, match_lora, strip_prefix
+from hunyuan_core.lora import dit_lora_targets, foreign_family, match_lora, strip_prefix
 from hunyuan_core.lora.keymap import KOHYA_PREFIX
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
@@ -114,7 +114,13 @@ def test_match_reports_naming_counts_ranks_and_unmatched():
     rank = 4
     modules = [KOHYA_PREFIX + n.replace(".", "_") for n in official_modules(TINY)[:5]] + ["lora_unet_foo_bar"]
     keys = [f"{m}.{leaf}" for m in modules for leaf in ("lora_down.weight", "lora_up.weight", "alpha")]
-    match = match_lora(keys, lambda key: (rank, 64) if "lora_down" in key else (64, rank), dit_lora_targets(TINY))
+    targets = dit_lora_targets(TINY)
+
+    def shape_of(key: str) -> tuple[int, int]:
+        found = targets.get(key.rsplit(".", 2)[0])
+        return (rank, found[0].in_features if found else 64) if "lora_down" in key else (64, rank)
+
+    match = match_lora(keys, shape_of, targets)
     assert match.naming == "sd-scripts (kohya) names"
     assert len(match.matched) == 5 and match.unmatched == ["lora_unet_foo_bar"] and match.ranks == [rank]
     summary = match.summary("my_lora.safetensors")
@@ -135,3 +141,40 @@ def test_match_reports_naming_counts_ranks_and_unmatched():
 def test_naming_is_recognised(keys, naming):
     match = match_lora(keys, lambda key: (4, 64), dit_lora_targets(TINY))
     assert match.naming == naming and len(match.matched) == 1
+
+
+def lora_keys(modules: list[str]) -> list[str]:
+    return [f"{m}.{leaf}" for m in modules for leaf in ("lora_down.weight", "lora_up.weight", "alpha")]
+
+
+def test_flux_width_lora_with_the_same_names_is_named_not_applied():
+    """Flux and HunyuanVideo LoRAs from sd-scripts share these block names; their 3072-wide layers give them away."""
+    modules = [KOHYA_PREFIX + n.replace(".", "_") for n in official_modules(TINY) if "blocks" in n]
+    keys = lora_keys(modules)
+    match = match_lora(keys, lambda key: (8, 3072) if "lora_down" in key else (3072, 8), dit_lora_targets(TINY))
+    assert match.matched == {} and set(match.misfit) == set(modules)
+    assert foreign_family(match, keys) == "Flux or HunyuanVideo (3072 wide)"
+
+
+@pytest.mark.parametrize(
+    ("modules", "family"),
+    [
+        (["lora_unet_input_blocks_4_1_proj_in", "lora_te1_text_model_encoder_layers_0_mlp_fc1"],
+         "Stable Diffusion 1.x / SDXL"),
+        (["diffusion_model.blocks.0.self_attn.q", "diffusion_model.blocks.0.ffn.0"], "Wan"),
+        (["transformer.transformer_blocks.0.img_mod.1"], "Qwen-Image"),
+    ],
+)  # fmt: skip
+def test_other_families_are_named(modules, family):
+    keys = lora_keys(modules)
+    match = match_lora(keys, lambda key: (4, 64), dit_lora_targets(TINY))
+    assert match.matched == {} and foreign_family(match, keys) == family
+
+
+def test_a_hunyuanimage_lora_is_not_called_foreign():
+    modules = [KOHYA_PREFIX + n.replace(".", "_") for n in official_modules(TINY)]
+    keys = lora_keys(modules)
+    targets = dit_lora_targets(TINY)
+    widths = {KOHYA_PREFIX + strip_prefix(n).replace(".", "_"): t[0].in_features for n, t in targets.items()}
+    match = match_lora(keys, lambda key: (4, widths[key.rsplit(".", 2)[0]]), targets)
+    assert len(match.matched) == len(modules) and match.misfit == {} and foreign_family(match, keys) is None

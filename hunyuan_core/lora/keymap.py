@@ -41,6 +41,7 @@ class Target:
     param: str
     rows: tuple[int, int] | None = None
     source_rows: tuple[int, int] | None = None
+    in_features: int = 0  # the weight's input width: a LoRA whose down weight is wider or narrower is for another model
 
 
 def _linear_weights(cfg: DiTConfig) -> dict[str, tuple[int, int]]:
@@ -66,9 +67,9 @@ def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
     def add(name: str, target: Target) -> None:
         targets.setdefault(name, []).append(target)
 
-    for module, (out_features, _) in _linear_weights(cfg).items():
+    for module, (out_features, in_features) in _linear_weights(cfg).items():
         param = f"{module}.weight"
-        whole = Target(param)
+        whole = Target(param, in_features=in_features)
         comfy = _module_of(K.source_of(param, K.COMFY).keys[0])
         for name in {module, comfy}:
             add(name, whole)
@@ -77,20 +78,23 @@ def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
         if len(split) > 1:  # separate q / k / v (/ mlp) modules, official spelling
             sizes = _part_sizes(out_features, len(split), cfg.hidden_size)
             for key, offset, size in zip(split, _offsets(sizes), sizes, strict=True):
-                add(_module_of(key), Target(param, (offset, size)))
-                add(KOHYA_PREFIX + _module_of(key).replace(".", "_"), Target(param, (offset, size)))
+                add(_module_of(key), Target(param, (offset, size), in_features=in_features))
+                add(
+                    KOHYA_PREFIX + _module_of(key).replace(".", "_"),
+                    Target(param, (offset, size), in_features=in_features),
+                )
         source = K.source_of(param, K.DIFFUSERS)
         if source.swap_halves:  # our rows [0:h] are diffusers' [h:2h] and the other way round
             half = out_features // 2
             name = _module_of(source.keys[0])
-            add(name, Target(param, (0, half), (half, half)))
-            add(name, Target(param, (half, half), (0, half)))
+            add(name, Target(param, (0, half), (half, half), in_features))
+            add(name, Target(param, (half, half), (0, half), in_features))
         elif len(source.keys) == 1:
             add(_module_of(source.keys[0]), whole)
         else:
             sizes = _part_sizes(out_features, len(source.keys), cfg.hidden_size)
             for key, offset, size in zip(source.keys, _offsets(sizes), sizes, strict=True):
-                add(_module_of(key), Target(param, (offset, size)))
+                add(_module_of(key), Target(param, (offset, size), in_features=in_features))
     return {name: list(dict.fromkeys(found)) for name, found in targets.items()}
 
 
@@ -134,12 +138,14 @@ def lora_modules(keys: Iterable[str]) -> dict[str, list[str]]:
 @dataclass
 class LoraMatch:
     """How a LoRA file's modules meet the DiT: the naming it uses, the modules that land (and where), the ones
-    that do not, and the ranks found."""
+    that do not, those whose name fits but whose input width does not (``misfit``: module -> its width), and the
+    ranks found."""
 
     naming: str
     matched: dict[str, list[Target]]
     unmatched: list[str]
     ranks: list[int]
+    misfit: dict[str, int]
 
     def summary(self, file_name: str) -> str:
         """One log line: naming, modules matched / total, ranks, the first unmatched names."""
@@ -178,14 +184,45 @@ def match_lora(keys: Iterable[str], shape_of, targets: dict[str, list[Target]]) 
     """Match a LoRA file's modules against ``targets`` (``dit_lora_targets``); ranks from the down / A weights."""
     keys = list(keys)
     modules = lora_modules(keys)
-    matched, unmatched, ranks = {}, [], set()
+    matched, unmatched, ranks, misfit = {}, [], set(), {}
     for module, tensors in modules.items():
         found = targets.get(strip_prefix(module))
         if found is None:
             unmatched.append(module)
             continue
+        down = next((k for k in tensors if k.endswith(DOWN_SUFFIXES)), None)
+        if down is not None:
+            shape = tuple(shape_of(down))
+            width = shape[1] if len(shape) > 1 else 0
+            if found[0].in_features and width and width != found[0].in_features:
+                misfit[module] = width
+                continue
+            ranks.add(shape[0])
         matched[module] = found
-        for key in tensors:
-            if key.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight")):
-                ranks.add(shape_of(key)[0])
-    return LoraMatch(naming_of(modules, keys), matched, sorted(unmatched), sorted(ranks))
+    return LoraMatch(naming_of(modules, keys), matched, sorted(unmatched), sorted(ranks), misfit)
+
+
+DOWN_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", ".lora_linear_layer.down.weight")
+# Families whose LoRAs a user may pick by mistake, told apart by their module names (and, for the ones that share
+# HunyuanImage's block names, their width).
+FOREIGN_NAMES = (
+    ("lora_unet_input_blocks_", "Stable Diffusion 1.x / SDXL"),
+    ("lora_unet_down_blocks_", "Stable Diffusion 1.x / SDXL"),
+    ("lora_te1_", "SDXL"), ("lora_te_", "Stable Diffusion 1.x / 2.x"),
+    ("joint_blocks.", "Stable Diffusion 3"), ("lora_unet_joint_blocks_", "Stable Diffusion 3"),
+    (".self_attn.q.", "Wan"), ("lora_unet_blocks_", "Wan"),
+    ("transformer_blocks.0.img_mod.", "Qwen-Image"), ("lora_unet_transformer_blocks_", "Qwen-Image or another DiT"),
+)  # fmt: skip
+WIDTH_FAMILIES = {3072: "Flux or HunyuanVideo (3072 wide)", 2048: "a 2048-wide DiT (e.g. Flux Kontext's or Chroma's)"}
+
+
+def foreign_family(match: LoraMatch, keys: Iterable[str]) -> str | None:
+    """What a LoRA that did not fit appears to be for (None when nothing tells)."""
+    if match.misfit:
+        width = next(iter(match.misfit.values()))
+        return WIDTH_FAMILIES.get(width, f"another model with {width}-wide layers (HunyuanImage-2.1's are 3584)")
+    keys = list(keys)
+    for pattern, family in FOREIGN_NAMES:
+        if any(pattern in strip_prefix(k) or k.startswith(pattern) for k in keys):
+            return family
+    return None
