@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..hunyuan_core.dit.checkpoint import inspect_dit, load_dit
+from ..hunyuan_core.dit.checkpoint import load_dit
 from ..hunyuan_core.refiner_vae import load_refiner_vae
 from ..hunyuan_core.text.byt5 import load_glyph_encoder
 from ..hunyuan_core.text.qwen import load_qwen_encoder
@@ -17,8 +15,6 @@ from ..hunyuan_core.variants import DISTILLED, GLYPH_FILE, QWEN_FILE, REFINER_VA
 from . import host, management, widgets
 from .model import wrap_dit
 from .types import VAE, RefinerVAE, TextEncoderBundle, TextEncoders
-
-log = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp8_e4m3fn": "fp8", "fp8_e4m3fn_fast": "fp8_fast"}
 WEIGHT_DTYPE_CHOICES = tuple(WEIGHT_DTYPES)  # the weight_dtype menu and its check
@@ -82,7 +78,6 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
         path = management.resolve("diffusion_models", dit_name)
         choice = WEIGHT_DTYPES[weight_dtype]
-        info = inspect_dit(path)
         model = load_dit(
             path,
             dtype=choice if isinstance(choice, torch.dtype) else None,
@@ -90,8 +85,7 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
             quantize_fp8=choice in ("fp8", "fp8_fast"),
             fp8_matmul=choice == "fp8_fast",
         )
-        log.info("HunyuanImage-2.1: %s", info.describe())
-        return io.NodeOutput(wrap_dit(model))
+        return io.NodeOutput(wrap_dit(model))  # load_dit logged what the file is
 
 
 class HunyuanImage21TextEncoderLoader(io.ComfyNode):

@@ -21,7 +21,6 @@ import torch
 from .files import CheckpointFileError
 from .gguf_quants import GGML_BLOCKS, GGML_TYPE_NAMES, GGUFDataError, block_of, dequantize
 
-GGUF_SUFFIX = ".gguf"
 FLOAT_TYPES = {0: torch.float32, 1: torch.float16, 30: torch.bfloat16}
 
 

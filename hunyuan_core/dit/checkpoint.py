@@ -246,6 +246,12 @@ class _Scales:
 
 def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCheckpointInfo:
     """Identify a DiT checkpoint from its keys and shapes; raise DiTCheckpointError naming what it is instead."""
+    return _inspect(path, scale_path)[0]
+
+
+def _inspect(path: str | Path, scale_path: str | Path | None) -> tuple[DiTCheckpointInfo, _View, _Scales | None]:
+    """``inspect_dit``, also handing back the opened file's view and its fp8 scales, so loading reads no header
+    twice."""
     file = _open(path)
     view = _resolve(file)
     config = detect_or_damaged(
@@ -260,7 +266,7 @@ def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCh
     weight_key = view.file_keys("double_blocks.0.img_attn_qkv.weight")[0]  # present: the file is complete
     weight_dtype = file.dtype(weight_key)
     gguf_types = file.type_counts() if isinstance(file, GGUFFile) else None
-    fp8_scales = None
+    fp8_scales, scales = None, None
     if weight_dtype in FP8_DTYPES:
         scale_file = Path(scale_path) if scale_path else _scale_file(file.path)
         scales = _Scales(view, scale_file)
@@ -271,7 +277,8 @@ def inspect_dit(path: str | Path, scale_path: str | Path | None = None) -> DiTCh
                 f"{file.path.name} holds scaled fp8 weights but no scales were found: put the matching "
                 f"{file.path.stem}_scale{file.path.suffix} next to it (the official fp8 release ships both files)"
             )
-    return DiTCheckpointInfo(file.path, view.layout, view.prefix, config, weight_dtype, fp8_scales, gguf_types)
+    info = DiTCheckpointInfo(file.path, view.layout, view.prefix, config, weight_dtype, fp8_scales, gguf_types)
+    return info, view, scales
 
 
 def load_dit(
@@ -291,11 +298,8 @@ def load_dit(
     ``fp8_matmul`` (off by default, not the official arithmetic) runs fp8 layers as fp8 GEMMs with the activations
     quantized per tensor, where the device has the kernel (Ada/Hopper GPUs); elsewhere they stay weight-only.
     """
-    info = inspect_dit(path, scale_path)
-    file = _open(path)
-    view = _View(file, info.layout, info.prefix)
-    scale_file = Path(scale_path) if scale_path else _scale_file(file.path)
-    scales = _Scales(view, scale_file) if info.weight_dtype in FP8_DTYPES else None
+    info, view, scales = _inspect(path, scale_path)
+    file = view.file
     compute = dtype or info.compute_dtype
 
     def build(ops: SimpleNamespace) -> HunyuanImageDiT:
