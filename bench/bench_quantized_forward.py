@@ -59,7 +59,6 @@ GIB = 1024**3
 FORMATS = ("bf16", "fp8", "Q4_K", "fp8_fast")
 LATENT_SIDE, TEXT_TOKENS = 8, 16  # 256x256 pixels: 8x8 latent tokens
 Q4K_SCALE = 5e-5  # Q4_K super-block scale: weights of about 1/sqrt(3584) in size, as the bf16 ones
-Q4K_HALVES = (0, 2)  # byte offsets of a Q4_K block's float16 scale and min
 
 
 def config(quick: bool) -> DiTConfig:
@@ -101,7 +100,7 @@ def random_q4k(shape: tuple[int, ...], gen: torch.Generator) -> GGMLWeight:
     rows, cols = shape
     blocks = torch.randint(0, 256, (rows * cols // block.block_size, block.type_size), generator=gen, dtype=torch.uint8)
     scale = (torch.rand(blocks.shape[0], generator=gen) * 0.5 + 0.5) * Q4K_SCALE
-    for offset, value in zip(Q4K_HALVES, (scale, 7.5 * scale), strict=True):
+    for offset, value in zip(block.scales_at, (scale, 7.5 * scale), strict=True):
         blocks[:, offset : offset + 2] = value.to(torch.float16).view(torch.uint8).reshape(-1, 2)
     return GGMLWeight(blocks.reshape(rows, -1), block.type_id, (rows, cols))
 

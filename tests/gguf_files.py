@@ -27,16 +27,9 @@ from hunyuan_core.checkpoints import gguf_quants as gq
 QUANTIZATION_THRESHOLD = 1024  # city96's converter keeps tensors this small in F32
 # What the patched llama-quantize never quantizes in a "hyvid" file (tools/lcpp.patch; byt5_in since PR #333).
 UNQUANTIZED = ("txt_in.", "img_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.", "byt5_in.")
-# Byte offsets of each type's float16 scale / min fields inside a block.
-HALF_FIELDS = {
-    "Q8_0": (0,), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_0": (0,), "Q4_1": (0, 2),
-    "Q6_K": (208,), "Q5_K": (0, 2), "Q4_K": (0, 2), "Q3_K": (108,), "Q2_K": (80, 82),
-}  # fmt: skip
 # A scale that keeps each type's dequantized values around +-0.1 (the largest quant times the largest sub-scale).
 SCALE = {"Q8_0": 1e-3, "Q5_0": 6e-3, "Q5_1": 6e-3, "Q4_0": 1.2e-2, "Q4_1": 1.2e-2,
          "Q6_K": 4e-5, "Q5_K": 1e-4, "Q4_K": 2e-4, "Q3_K": 5e-4, "Q2_K": 1e-3}  # fmt: skip
-
-
 # The min (or the min's scale) that centres each type's values on zero: the mean quant times the scale, negated where
 # the type adds its min and positive where it subtracts it (the K-quants' dmin).
 CENTRE = {"Q5_1": -15.5, "Q4_1": -7.5, "Q5_K": 15.5, "Q4_K": 7.5, "Q2_K": 1.5}
@@ -48,7 +41,7 @@ def random_blocks(type_name: str, shape: tuple[int, ...], rng: np.random.Generat
     n_blocks = int(np.prod(shape)) // block.block_size
     blocks = rng.integers(0, 256, (n_blocks, block.type_size), dtype=np.uint8)
     scale = rng.uniform(0.5, 1.0, n_blocks) * SCALE[type_name]
-    fields = zip(HALF_FIELDS[type_name], (1.0, CENTRE.get(type_name, 1.0)), strict=False)
+    fields = zip(block.scales_at, (1.0, CENTRE.get(type_name, 1.0)), strict=False)
     for offset, factor in fields:
         halves = (scale * factor).astype(np.float16)
         blocks[:, offset : offset + 2] = halves.view(np.uint8).reshape(n_blocks, 2)

@@ -23,11 +23,6 @@ TYPES = list(gq.SUPPORTED_TYPES)
 LEGACY_QUANTS = ["Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1"]  # the ones gguf can quantize itself
 FLOATS = {"F32": np.float32, "F16": np.float16}  # and BF16, stored as the top half of float32
 
-# Where each quantized type keeps its float16 scales / mins inside a block (byte offsets).
-HALF_FIELDS = {
-    "Q8_0": (0,), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_0": (0,), "Q4_1": (0, 2),
-    "Q6_K": (208,), "Q5_K": (0, 2), "Q4_K": (0, 2), "Q3_K": (108,), "Q2_K": (80, 82),
-}  # fmt: skip
 EDGE_VALUES = [0.0, -0.0, 1.0, -1.0, 65504.0, -65504.0, 2.0**-24, -(2.0**-24), 2.0**-14, -7.25, 1e-3, 3.0e4]
 FLOAT_EDGES = [*EDGE_VALUES, np.inf, -np.inf]
 
@@ -69,7 +64,7 @@ def random_bytes(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     else:
         blocks = rng.integers(0, 256, (n_blocks, block.type_size), dtype=np.uint8)
         blocks[0], blocks[-1] = 0x00, 0xFF  # extreme quants and 6-bit scales (their f16 fields are set below)
-        for offset in HALF_FIELDS[name]:
+        for offset in block.scales_at:
             halves = random_floats(rng, n_blocks, with_inf=False).astype(np.float16)
             blocks[:, offset : offset + 2] = halves.view(np.uint8).reshape(n_blocks, 2)
         raw = blocks

@@ -49,6 +49,7 @@ class GGMLBlock:
     type_id: int
     block_size: int
     type_size: int
+    scales_at: tuple[int, ...] = ()  # byte offsets of the block's float16 scale (and min) fields, as the kernels read
 
     @property
     def bits_per_weight(self) -> float:
@@ -72,16 +73,16 @@ _SUPPORTED = (
     GGMLBlock("F32", 0, 1, 4),
     GGMLBlock("F16", 1, 1, 2),
     GGMLBlock("BF16", 30, 1, 2),
-    GGMLBlock("Q8_0", 8, 32, 2 + 32),
-    GGMLBlock("Q5_0", 6, 32, 2 + 4 + 16),
-    GGMLBlock("Q5_1", 7, 32, 2 + 2 + 4 + 16),
-    GGMLBlock("Q4_0", 2, 32, 2 + 16),
-    GGMLBlock("Q4_1", 3, 32, 2 + 2 + 16),
-    GGMLBlock("Q6_K", 14, QK_K, QK_K // 2 + QK_K // 4 + QK_K // 16 + 2),
-    GGMLBlock("Q5_K", 13, QK_K, 2 + 2 + 12 + QK_K // 8 + QK_K // 2),
-    GGMLBlock("Q4_K", 12, QK_K, 2 + 2 + 12 + QK_K // 2),
-    GGMLBlock("Q3_K", 11, QK_K, QK_K // 8 + QK_K // 4 + 12 + 2),
-    GGMLBlock("Q2_K", 10, QK_K, QK_K // 16 + QK_K // 4 + 2 + 2),
+    GGMLBlock("Q8_0", 8, 32, 2 + 32, (0,)),
+    GGMLBlock("Q5_0", 6, 32, 2 + 4 + 16, (0,)),
+    GGMLBlock("Q5_1", 7, 32, 2 + 2 + 4 + 16, (0, 2)),
+    GGMLBlock("Q4_0", 2, 32, 2 + 16, (0,)),
+    GGMLBlock("Q4_1", 3, 32, 2 + 2 + 16, (0, 2)),
+    GGMLBlock("Q6_K", 14, QK_K, QK_K // 2 + QK_K // 4 + QK_K // 16 + 2, (208,)),
+    GGMLBlock("Q5_K", 13, QK_K, 2 + 2 + 12 + QK_K // 8 + QK_K // 2, (0, 2)),
+    GGMLBlock("Q4_K", 12, QK_K, 2 + 2 + 12 + QK_K // 2, (0, 2)),
+    GGMLBlock("Q3_K", 11, QK_K, QK_K // 8 + QK_K // 4 + 12 + 2, (108,)),
+    GGMLBlock("Q2_K", 10, QK_K, QK_K // 16 + QK_K // 4 + 2 + 2, (80, 82)),
 )
 GGML_BLOCKS: dict[int, GGMLBlock] = {block.type_id: block for block in _SUPPORTED}
 SUPPORTED_TYPES: tuple[str, ...] = tuple(block.name for block in GGML_BLOCKS.values())
