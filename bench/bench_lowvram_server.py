@@ -29,12 +29,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from gguf_files import write_random_dit  # noqa: E402
 from PIL import Image  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
-from hunyuan_core.dit import DiTConfig, HunyuanImageDiT  # noqa: E402
+from hunyuan_core.dit import DiTConfig  # noqa: E402
 from hy21_host import ComfyClient, ComfyHost  # noqa: E402
-from hy21_host.tiny_models import GLYPH_WIDTH, QWEN_HIDDEN, random_tensors, shapes_of, write_tiny_models  # noqa: E402
+from hy21_host.tiny_models import GLYPH_WIDTH, QWEN_HIDDEN, write_tiny_models  # noqa: E402
 
 WORKFLOW = ROOT / "workflows" / "api" / "hunyuanimage21_distilled_api.json"
 LOADER, LATENT, SAVE = "1", "5", "8"
@@ -77,21 +77,8 @@ def write_models(models: Path, double: int, single: int, formats: list[str]) -> 
         variant="distilled", depth_double=double, depth_single=single, text_dim=QWEN_HIDDEN, byt5_dim=GLYPH_WIDTH,
         guidance_embed=True, meanflow=True,
     )  # fmt: skip
-    with torch.device("meta"):
-        shapes = shapes_of(HunyuanImageDiT(cfg, dtype=torch.bfloat16))
-    state = random_tensors(shapes, seed=3, dtype=torch.bfloat16, scale=0.02)
-    names = {}
-    folder = models / "diffusion_models"
-    if "bf16" in formats:
-        names["bf16"] = "bench_full_width_bf16.safetensors"
-        save_file(state, str(folder / names["bf16"]))
-    if "Q4_K" in formats:
-        from gguf_files import quantstack_tensors, write_gguf
-
-        names["Q4_K"] = "bench_full_width-Q4_K.gguf"
-        tensors, _ = quantstack_tensors(state, "Q4_K", reference=False)
-        write_gguf(folder / names["Q4_K"], tensors)
-    return names
+    files = write_random_dit(models / "diffusion_models", cfg, "bench_full_width", tuple(formats), seed=3)
+    return {fmt: path.name for fmt, path in files.items()}
 
 
 def run_mode(base: Path, args: tuple[str, ...], graph: dict, cpu: bool = False) -> dict:

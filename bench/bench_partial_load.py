@@ -50,14 +50,10 @@ def import_pack():
 
 def write_files(folder: Path, width: str, double: int, single: int) -> tuple[object, dict[str, Path]]:
     """A random DiT as a bf16 safetensors file and as a QuantStack-style Q4_K GGUF."""
-    import torch
-    from safetensors.torch import save_file
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    from gguf_files import write_random_dit
 
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
-    from gguf_files import quantstack_tensors, write_gguf
-
-    from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
-    from hy21_host.tiny_models import random_tensors, shapes_of
+    from hunyuan_core.dit import DiTConfig
 
     if width == "full":
         cfg = DiTConfig(
@@ -68,14 +64,7 @@ def write_files(folder: Path, width: str, double: int, single: int) -> tuple[obj
             variant="distilled", hidden_size=256, num_heads=2, depth_double=double, depth_single=single,
             rope_axes=(64, 64), text_dim=256, byt5_dim=64, byt5_hidden=256, guidance_embed=True, meanflow=True,
         )  # fmt: skip
-    with torch.device("meta"):
-        shapes = shapes_of(HunyuanImageDiT(cfg, dtype=torch.float32))
-    state = random_tensors(shapes, seed=0, dtype=torch.bfloat16, scale=0.02)
-    files = {"bf16": folder / "dit_bf16.safetensors", "Q4_K": folder / "dit-Q4_K.gguf"}
-    save_file(state, str(files["bf16"]))
-    tensors, _ = quantstack_tensors(state, "Q4_K", reference=False)
-    write_gguf(files["Q4_K"], tensors)
-    return cfg, files
+    return cfg, write_random_dit(folder, cfg, "dit")
 
 
 def inputs_for(cfg, latent: int, device) -> dict:

@@ -134,3 +134,23 @@ def write_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_random_dit(folder: Path, cfg, stem: str, formats: tuple[str, ...] = ("bf16", "Q4_K"), seed: int = 0):
+    """A random DiT of ``cfg`` (bf16 values ~ N(0, 0.02^2)) written as ``<stem>_bf16.safetensors`` and/or a
+    QuantStack-style ``<stem>-Q4_K.gguf`` (random blocks), for benchmarks; returns ``{format: path}``."""
+    from safetensors.torch import save_file
+
+    from hunyuan_core.checkpoints.meta import meta_shapes
+    from hunyuan_core.dit import HunyuanImageDiT
+
+    gen = torch.Generator().manual_seed(seed)
+    shapes = meta_shapes(lambda: HunyuanImageDiT(cfg, dtype=torch.bfloat16))
+    state = {k: (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16) for k, s in shapes.items()}
+    files = {}
+    if "bf16" in formats:
+        files["bf16"] = folder / f"{stem}_bf16.safetensors"
+        save_file(state, str(files["bf16"]))
+    if "Q4_K" in formats:
+        files["Q4_K"] = write_gguf(folder / f"{stem}-Q4_K.gguf", quantstack_tensors(state, "Q4_K", reference=False)[0])
+    return files
