@@ -54,6 +54,7 @@ from hunyuan_core.checkpoints.gguf_file import GGMLWeight  # noqa: E402
 from hunyuan_core.checkpoints.gguf_quants import block_of  # noqa: E402
 from hunyuan_core.checkpoints.meta import build_and_load, meta_shapes, on_meta  # noqa: E402
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT  # noqa: E402
+from hunyuan_core.dit.checkpoint import official_fp8_weights  # noqa: E402
 
 GIB = 1024**3
 FORMATS = ("bf16", "fp8", "Q4_K", "fp8_fast")
@@ -69,12 +70,7 @@ def config(quick: bool) -> DiTConfig:
 
 def block_linear_weights(cfg: DiTConfig) -> set[str]:
     """What the fp8 release and the GGUF files quantize: every Linear weight inside the double and single blocks."""
-    model = on_meta(lambda: HunyuanImageDiT(cfg, dtype=torch.bfloat16))
-    return {
-        f"{name}.weight"
-        for name, module in model.named_modules()
-        if name.startswith(("double_blocks.", "single_blocks.")) and isinstance(module, nn.Linear)
-    }
+    return official_fp8_weights(on_meta(lambda: HunyuanImageDiT(cfg, dtype=torch.bfloat16)))
 
 
 def random_state(cfg: DiTConfig, seed: int = 0) -> dict[str, torch.Tensor]:

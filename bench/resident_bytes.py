@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from hunyuan_core.checkpoints import gguf_quants as gq  # noqa: E402
 from hunyuan_core.checkpoints.fp8 import quantize_fp8  # noqa: E402
 from hunyuan_core.checkpoints.meta import on_meta  # noqa: E402
 from hunyuan_core.checkpoints.quantized import QuantizedLinear  # noqa: E402
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT  # noqa: E402
+from hunyuan_core.dit.checkpoint import official_fp8_weights  # noqa: E402
 from hunyuan_core.variants import get_variant  # noqa: E402
 
 GIB = 1024**3
@@ -161,11 +161,7 @@ def dit_tensors(cfg: DiTConfig) -> list[tuple[str, tuple[int, ...], bool]]:
     """Every state-dict tensor of the DiT: name, shape, and whether it is a block linear's weight (what fp8 holds
     in one byte), from a model on the meta device."""
     model = on_meta(lambda: HunyuanImageDiT(cfg, dtype=torch.bfloat16))
-    linears = {
-        f"{name}.weight"
-        for name, module in model.named_modules()
-        if name.startswith(("double_blocks.", "single_blocks.")) and isinstance(module, nn.Linear)
-    }
+    linears = official_fp8_weights(model)
     return [(name, tuple(t.shape), name in linears) for name, t in model.state_dict().items()]
 
 

@@ -4,9 +4,11 @@ with its scale, as a reader hands it to the loader). The layer that keeps them f
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Container
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -50,3 +52,25 @@ class Fp8Weight(NamedTuple):
         if scale.numel() > 1:
             scale = scale.reshape(-1, *([1] * (self.weight.dim() - 1)))
         return self.weight.float() * scale
+
+
+def quantizing_reader(read: Callable[[str], Any], names: Container[str]) -> Callable[[str], Any]:
+    """``read`` with the float tensors of ``names`` quantized to fp8 as they are read (``quantize_fp8``); what is
+    already compact (fp8 with its scale, GGUF blocks) passes as it is. How a bf16 file becomes an fp8 model at load
+    without ever holding the bf16 model."""
+
+    def reading(name: str) -> Any:
+        value = read(name)
+        if name in names and isinstance(value, torch.Tensor) and value.dtype not in FP8_DTYPES:
+            return Fp8Weight(*quantize_fp8(value))
+        return value
+
+    return reading
+
+
+def linear_weights(model: nn.Module, under: tuple[str, ...]) -> set[str]:
+    """The weight names of every ``Linear`` whose module path starts with one of ``under`` (what fp8 quantizes)."""
+    return {
+        f"{name}.weight" for name, module in model.named_modules()
+        if name.startswith(under) and isinstance(module, nn.Linear)
+    }  # fmt: skip

@@ -22,8 +22,7 @@ from torch import nn
 from ..checkpoints.complete import detect_or_damaged, redownload, require_complete
 from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile, open_checkpoint
-from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
-from ..checkpoints.fp8 import quantize_fp8 as quantize_to_fp8
+from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight, linear_weights, quantizing_reader
 from ..checkpoints.gguf_file import GGMLWeight, GGUFFile, cat_rows
 from ..checkpoints.gguf_quants import SUPPORTED_TYPES
 from ..checkpoints.identify import describe_checkpoint
@@ -306,15 +305,13 @@ def load_dit(
         return HunyuanImageDiT(info.config, dtype=compute, operations=ops, attention_backend=attention_backend)
 
     reference = on_meta(lambda: build(nn))  # the names and kinds of every tensor, whatever ``operations`` builds
-    quantized = _block_linear_weights(reference) if quantize_fp8 else set()
 
     def read(name: str) -> torch.Tensor | Fp8Weight | GGMLWeight:
         tensor, scale = _read(view, name, scales)
-        if isinstance(tensor, GGMLWeight):
-            return tensor
-        if scale is None and name in quantized:
-            tensor, scale = quantize_to_fp8(tensor)
         return tensor if scale is None else Fp8Weight(tensor, scale)
+
+    if quantize_fp8:
+        read = quantizing_reader(read, official_fp8_weights(reference))
 
     model = on_meta(lambda: build(operations))
     load_weights(
@@ -328,15 +325,6 @@ def load_dit(
         log.info("fp8 matmul on for %d fp8 layers (activations quantized per tensor; off = official)", len(layers))
     log.info("loaded %s: %s", file.path.name, info.describe())
     return model.eval()
-
-
-def _block_linear_weights(model: nn.Module) -> set[str]:
-    """The weights the official fp8 release quantizes: every Linear inside the double and single blocks."""
-    return {
-        f"{name}.weight"
-        for name, module in model.named_modules()
-        if name.startswith(("double_blocks.", "single_blocks.")) and isinstance(module, nn.Linear)
-    }
 
 
 def _read(
@@ -364,6 +352,11 @@ def _read(
     if source.swap_halves:
         tensor = torch.cat(tensor.chunk(2, dim=0)[::-1], dim=0)
     return tensor, scale
+
+
+def official_fp8_weights(model: nn.Module) -> set[str]:
+    """The weights the official fp8 release stores in fp8: every Linear inside the double and single blocks."""
+    return linear_weights(model, ("double_blocks.", "single_blocks."))
 
 
 def _read_quantized(name: str, parts: list[torch.Tensor | GGMLWeight], swap_halves: bool) -> GGMLWeight:

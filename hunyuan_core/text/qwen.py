@@ -30,8 +30,7 @@ from torch import nn
 from ..checkpoints.complete import detect_or_damaged, redownload, require_complete
 from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile, open_checkpoint
-from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight
-from ..checkpoints.fp8 import quantize_fp8 as quantize_to_fp8
+from ..checkpoints.fp8 import FP8_DTYPES, Fp8Weight, linear_weights, quantizing_reader
 from ..checkpoints.gguf_file import GGMLWeight, GGUFFile
 from ..checkpoints.gguf_quants import SUPPORTED_TYPES
 from ..checkpoints.identify import describe_checkpoint
@@ -479,17 +478,11 @@ def load_qwen_encoder(
         expected, tensors.__contains__, tensors.shape, error=TextEncoderError, file_name=file_name,
         what="Qwen2.5-VL text encoder", fix=fix, key=tensors.file_key,
     )  # fmt: skip
+    decoder_linears = linear_weights(model, ("layers.",))  # named before the host's classes replace torch's
     on_meta(lambda: adopt_operations(model, operations))
-    read = tensors.read
-
-    def read_quantizing(name: str) -> torch.Tensor | Fp8Weight | GGMLWeight:
-        value = tensors.read(name)
-        if isinstance(value, torch.Tensor) and re.fullmatch(r"layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight", name):
-            return Fp8Weight(*quantize_to_fp8(value))
-        return value
-
-    load_weights(model, expected, read_quantizing if quantize_fp8 else read, dtype=compute, device=device,
-                 error=TextEncoderError, file_name=file_name, operations=operations)  # fmt: skip
+    read = quantizing_reader(tensors.read, decoder_linears) if quantize_fp8 else tensors.read
+    load_weights(model, expected, read, dtype=compute, device=device, error=TextEncoderError, file_name=file_name,
+                 operations=operations)  # fmt: skip
     _rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)
