@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -117,3 +119,17 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+# --- benchmarks ---------------------------------------------------------------------------------------------------
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run_bench(script: str, *args: str, timeout: float = 300) -> str:
+    """Run ``bench/<script>`` with ``args`` in a fresh interpreter; its stdout (the run must succeed)."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH_DIR / script), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert out.returncode == 0, f"{script} exited with {out.returncode}:\n{out.stderr[-3000:]}\n{out.stdout[-3000:]}"
+    return out.stdout

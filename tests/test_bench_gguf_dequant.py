@@ -8,29 +8,21 @@ The real measurement is ``.venv/bin/python bench/bench_gguf_dequant.py`` (3584 x
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_bench
 
 from hunyuan_core.checkpoints.gguf_quants import SUPPORTED_TYPES
 
 pytestmark = pytest.mark.bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_gguf_dequant.py"
-
 
 def test_reports_a_ratio_per_type_and_bit_identical_results():
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--size", "256", "--repeats", "1"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
-    found = re.search(r"ratio ours / gguf throughput \(fp32 output\): (.*)", out.stdout)
-    assert found, out.stdout
+    stdout = run_bench("bench_gguf_dequant.py", "--size", "256", "--repeats", "1")
+    found = re.search(r"ratio ours / gguf throughput \(fp32 output\): (.*)", stdout)
+    assert found, stdout
     ratios = dict(item.split() for item in found.group(1).split(", "))
-    assert list(ratios) == list(SUPPORTED_TYPES), out.stdout
-    assert ratios.pop("F32") == "n/a", out.stdout  # gguf's F32 is a view of the bytes: nothing to compare
-    assert all(float(ratio) > 0 for ratio in ratios.values()), out.stdout
-    assert "all results bit-identical to gguf: yes" in out.stdout, out.stdout
+    assert list(ratios) == list(SUPPORTED_TYPES), stdout
+    assert ratios.pop("F32") == "n/a", stdout  # gguf's F32 is a view of the bytes: nothing to compare
+    assert all(float(ratio) > 0 for ratio in ratios.values()), stdout
+    assert "all results bit-identical to gguf: yes" in stdout, stdout

@@ -9,15 +9,12 @@ which the benchmark says instead of passing or failing it.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_bench
 
 pytestmark = pytest.mark.bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_native_step.py"
 TINY = [
     "--hidden", "256", "--latent", "4", "--steps", "2", "--repeats", "1", "--prompt-tokens", "8",
     "--negative-tokens", "5", "--threads", "1",
@@ -25,12 +22,11 @@ TINY = [
 
 
 def test_reports_a_per_step_ratio_for_base_and_distilled_and_does_not_judge_a_narrow_model():
-    out = subprocess.run([sys.executable, str(BENCH), *TINY], capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = re.search(r"ratio ComfyUI / pack loop, one step: base ([0-9.]+), distilled ([0-9.]+)", out.stdout)
-    assert found, out.stdout
-    assert float(found.group(1)) > 0 and float(found.group(2)) > 0, out.stdout
-    verdicts = re.findall(r"one step: ComfyUI / pack = [0-9.]+ fastest \(target <= 1\.02\) (.*?);", out.stdout)
-    assert verdicts == ["not judged (narrow model)"] * 2, out.stdout
-    agreement = [float(x) for x in re.findall(r"max\|ComfyUI - pack\| / max\|pack\| = ([0-9.e+-]+)", out.stdout)]
-    assert len(agreement) == 2 and max(agreement) <= 1e-5, out.stdout  # both paths did the same work
+    stdout = run_bench("bench_native_step.py", *TINY)
+    found = re.search(r"ratio ComfyUI / pack loop, one step: base ([0-9.]+), distilled ([0-9.]+)", stdout)
+    assert found, stdout
+    assert float(found.group(1)) > 0 and float(found.group(2)) > 0, stdout
+    verdicts = re.findall(r"one step: ComfyUI / pack = [0-9.]+ fastest \(target <= 1\.02\) (.*?);", stdout)
+    assert verdicts == ["not judged (narrow model)"] * 2, stdout
+    agreement = [float(x) for x in re.findall(r"max\|ComfyUI - pack\| / max\|pack\| = ([0-9.e+-]+)", stdout)]
+    assert len(agreement) == 2 and max(agreement) <= 1e-5, stdout  # both paths did the same work

@@ -11,33 +11,25 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_bench
 
 pytestmark = pytest.mark.bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_quantized_forward.py"
-
 
 def test_quick_run_reports_ratios_and_agreeing_outputs():
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--repeats", "1"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
-    found = re.search(r"ratio fp8 / bf16: ([0-9.]+), Q4_K / bf16: ([0-9.]+), fp8_fast / bf16: ([0-9.]+)", out.stdout)
-    assert found, out.stdout
+    stdout = run_bench("bench_quantized_forward.py", "--quick", "--repeats", "1")
+    found = re.search(r"ratio fp8 / bf16: ([0-9.]+), Q4_K / bf16: ([0-9.]+), fp8_fast / bf16: ([0-9.]+)", stdout)
+    assert found, stdout
     ratios = [float(value) for value in found.groups()]
-    assert all(math.isfinite(r) and r > 0 for r in ratios), out.stdout
-    assert "outputs finite: yes" in out.stdout, out.stdout
+    assert all(math.isfinite(r) and r > 0 for r in ratios), stdout
+    assert "outputs finite: yes" in stdout, stdout
     error = re.search(r"relative L2 error ([0-9.e-]+) \(fp8 rounding of the block weights: relative L2 ([0-9.e-]+)\)",
-                      out.stdout)  # fmt: skip
-    assert error, out.stdout
+                      stdout)  # fmt: skip
+    assert error, stdout
     output_error, rounding = (float(value) for value in error.groups())
-    assert 0 < rounding < 0.05, out.stdout  # e4m3 keeps 3 mantissa bits: a few percent
-    assert 0 < output_error <= rounding, out.stdout
-    fast = re.search(r"fp8_fast output vs fp8 weight-only output: relative L2 error ([0-9.e-]+)", out.stdout)
-    assert fast and 0 < float(fast.group(1)) < 0.1, out.stdout  # the fast path ran, rounding activations slightly
+    assert 0 < rounding < 0.05, stdout  # e4m3 keeps 3 mantissa bits: a few percent
+    assert 0 < output_error <= rounding, stdout
+    fast = re.search(r"fp8_fast output vs fp8 weight-only output: relative L2 error ([0-9.e-]+)", stdout)
+    assert fast and 0 < float(fast.group(1)) < 0.1, stdout  # the fast path ran, rounding activations slightly

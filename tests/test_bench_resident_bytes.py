@@ -9,19 +9,18 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import BENCH_DIR, run_bench
 
 from hunyuan_core.checkpoints.meta import on_meta
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 
 pytestmark = pytest.mark.bench
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "resident_bytes.py"
+SCRIPT = BENCH_DIR / "resident_bytes.py"
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +91,12 @@ def test_gguf_types_follow_the_converter_and_its_llama_quantize_rules(rb, table)
 
 
 def test_script_prints_a_row_per_format():
-    out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line.strip("| ").split(" | ") for line in out.stdout.splitlines() if re.match(r"\| (bf16|fp8|Q\d)", line)]
-    assert [row[0] for row in rows] == ["bf16", "fp8", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"], out.stdout
-    assert rows[0][1] == "16.00", out.stdout
+    stdout = run_bench("resident_bytes.py")
+    rows = [line.strip("| ").split(" | ") for line in stdout.splitlines() if re.match(r"\| (bf16|fp8|Q\d)", line)]
+    assert [row[0] for row in rows] == ["bf16", "fp8", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"], stdout
+    assert rows[0][1] == "16.00", stdout
     fits = {row[0]: row[-6:] for row in rows}
-    assert all(cell in ("full", "stream") for cells in fits.values() for cell in cells), out.stdout
-    assert fits["bf16"][-1] == "full" and fits["bf16"][0] == "stream", out.stdout  # 48 GB holds it, 8 GB does not
+    assert all(cell in ("full", "stream") for cells in fits.values() for cell in cells), stdout
+    assert fits["bf16"][-1] == "full" and fits["bf16"][0] == "stream", stdout  # 48 GB holds it, 8 GB does not
     for cells in fits.values():  # a larger card never streams what a smaller one holds
-        assert cells == sorted(cells, key=lambda c: c == "full"), out.stdout
+        assert cells == sorted(cells, key=lambda c: c == "full"), stdout

@@ -9,27 +9,21 @@ On a GPU the same script measures what moves and the peak memory (``--device cud
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_bench
 
 from hy21_host import IMPORT_PACK, find_comfyui, run_in_comfyui
 
 pytestmark = pytest.mark.parity
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_partial_load.py"
-
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--comfyui", str(find_comfyui()), "--budget", "0.3", "--double", "2"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    stdout = run_bench(
+        "bench_partial_load.py", "--comfyui", str(find_comfyui()), "--budget", "0.3", "--double", "2", timeout=600
+    )
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "fp8", "Q4_K"])
