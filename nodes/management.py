@@ -87,12 +87,8 @@ def model_files(folder: str) -> list[str]:
 
 
 def resolve(folder: str, name: str) -> str:
-    """A file (or, for text encoders, a model folder) chosen from a models folder, with ComfyUI's clear error."""
-    if name.lower().endswith(".gguf") and name in gguf_files(folder):  # only names listed, so no path escapes
-        for base in folder_paths.get_folder_paths(folder):
-            candidate = os.path.join(base, name)
-            if os.path.isfile(candidate):
-                return candidate
+    """A file (or, for text encoders, a model folder) chosen from a models folder, with ComfyUI's clear error.
+    ComfyUI's lookup takes any extension (``.gguf`` too) and keeps the name inside the folder."""
     if folder == "text_encoders" and name.endswith("/"):
         for base in folder_paths.get_folder_paths(folder):
             candidate = os.path.join(base, name.rstrip("/"))
