@@ -12,6 +12,8 @@ from .loaders import (
     HunyuanImage21TextEncoderLoader,
     HunyuanImage21VAELoader,
 )
+from .lora_keys import extend_host_key_map
+from .lora_loader import HunyuanImage21LoraLoader
 from .refiner import HunyuanImage21Refiner
 from .sampler import HunyuanImage21Sampler
 from .text import HunyuanImage21TextEncode
@@ -19,6 +21,7 @@ from .vae import HunyuanImage21VAEDecode, HunyuanImage21VAEEncode
 
 NODE_CLASSES: list[type[io.ComfyNode]] = [
     HunyuanImage21DiTLoader,
+    HunyuanImage21LoraLoader,
     HunyuanImage21TextEncoderLoader,
     HunyuanImage21VAELoader,
     HunyuanImage21TextEncode,
@@ -35,6 +38,9 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
 
 class HunyuanImage21Extension(ComfyExtension):
     """The pack's single registration point with ComfyUI."""
+
+    async def on_load(self) -> None:
+        extend_host_key_map()  # ComfyUI's own LoRA loaders then know the pack DiT's LoRA names
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return list(NODE_CLASSES)

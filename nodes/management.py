@@ -14,6 +14,8 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
+from .quantized_patching import with_quantized_patching
+
 HOST_TOKENIZERS = os.path.join(os.path.dirname(os.path.realpath(comfy.model_patcher.__file__)), "text_encoders")
 
 
@@ -46,8 +48,10 @@ def patcher_class() -> type[comfy.model_patcher.ModelPatcher]:
 def patch(model: torch.nn.Module, role: str) -> comfy.model_patcher.ModelPatcher:
     """Wrap a core module as ComfyUI wraps its own; ``role`` picks ComfyUI's devices for it (diffusion, text, vae).
 
-    Where the host has ``archive_model_dtypes`` it records each weight's stored dtype on the module first, as
-    ComfyUI's own loaders do before wrapping, so its patcher can restore and cast weights correctly.
+    The patcher is the host's class with ``QuantizedPatching`` mixed in, so weight patches (LoRA) on fp8 and GGUF
+    layers apply where those weights are expanded. Where the host has ``archive_model_dtypes`` it records each
+    weight's stored dtype on the module first, as ComfyUI's own loaders do before wrapping, so its patcher can
+    restore and cast weights correctly.
     """
     devices = {
         "diffusion": (mm.get_torch_device, mm.unet_offload_device),
@@ -58,7 +62,7 @@ def patch(model: torch.nn.Module, role: str) -> comfy.model_patcher.ModelPatcher
     archive = getattr(mm, "archive_model_dtypes", None)
     if archive is not None:
         archive(model)
-    return patcher_class()(model, load_device=load_device, offload_device=offload_device)
+    return with_quantized_patching(patcher_class())(model, load_device=load_device, offload_device=offload_device)
 
 
 def load(*patchers: comfy.model_patcher.ModelPatcher | None) -> None:

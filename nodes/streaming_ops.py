@@ -4,8 +4,8 @@
 ``StreamedQuantizedLinear`` is a ``manual_cast.Linear`` (so ComfyUI's partial loading treats it like its own cast
 layers: what does not fit stays in RAM and is moved per forward) that carries the core's ``QuantizedWeights``: the
 stored weight (fp8 + scale, or GGUF block bytes) is what moves to the GPU, and it is expanded to the compute dtype
-there, right before the matmul. ComfyUI's weight patches for streamed layers (``weight_function``, e.g. LoRA in
-low-VRAM mode) apply to the expanded weight.
+there, right before the matmul. Weight patches (LoRA: ComfyUI's ``weight_function`` in low-VRAM mode, the pack
+patcher's ``expanded_weight_patch`` otherwise, see ``quantized_patching``) apply to the expanded weight.
 
 Modules that are not layers but own a parameter (the DiT's q/k RMSNorm scales, the refiner VAE's ``gamma``, the
 text encoders' norms) become ``streamable(their class)``: a ``comfy.ops.CastWeightBiasOp`` that ComfyUI may leave
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hunyuan_core.checkpoints.quantized import QuantizedEmbeddingWeights, QuantizedWeights
+from .quantized_patching import layer_patches
 
 
 class StreamedQuantizedLinear(QuantizedWeights, comfy.ops.manual_cast.Linear):
@@ -53,10 +54,11 @@ class StreamedQuantizedLinear(QuantizedWeights, comfy.ops.manual_cast.Linear):
             bias = bias.to(dtype)
             for patch in self.bias_function:
                 bias = patch(bias)
-        if not self.weight_function:
+        patches = layer_patches(self)
+        if not patches:
             return self.linear(input, weight, scale, bias)
-        weight = self.expand(weight, scale, dtype)  # patches (LoRA in low-VRAM mode) apply to the full weight
-        for patch in self.weight_function:
+        weight = self.expand(weight, scale, dtype)  # patches (LoRA) apply to the full weight
+        for patch in patches:
             weight = patch(weight)
         return F.linear(input.to(dtype), weight, None if bias is None else bias.to(dtype))
 
@@ -81,9 +83,10 @@ class StreamedQuantizedEmbedding(QuantizedEmbeddingWeights, comfy.ops.manual_cas
         return None
 
     def forward_comfy_cast_weights(self, input: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
-        if self.weight_function:  # a weight patch needs the whole table: expand it once for this call
+        patches = layer_patches(self)
+        if patches:  # a weight patch needs the whole table: expand it once for this call
             table = self.expand(mm.cast_to(self.weight, None, input.device), None, self.compute_dtype)
-            for patch in self.weight_function:
+            for patch in patches:
                 table = patch(table)
             return F.embedding(input, table)
         return self.lookup(input, self.weight, input.device)

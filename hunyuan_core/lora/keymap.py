@@ -15,6 +15,8 @@ so a LoRA and a checkpoint of one layout always agree.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -42,6 +44,12 @@ class Target:
     rows: tuple[int, int] | None = None
     source_rows: tuple[int, int] | None = None
     in_features: int = 0  # the weight's input width: a LoRA whose down weight is wider or narrower is for another model
+    out_features: int = 0  # the weight's output rows (all of them, also for a part)
+
+    @property
+    def product_rows(self) -> int:
+        """How many rows the module's product ``up @ down`` has: its part of a fused weight, or the whole weight."""
+        return self.out_features if self.rows is None or self.source_rows is not None else self.rows[1]
 
 
 def _linear_weights(cfg: DiTConfig) -> dict[str, tuple[int, int]]:
@@ -60,6 +68,7 @@ def _module_of(key: str) -> str:
     return key.removesuffix(".weight")
 
 
+@functools.cache
 def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
     """Every LoRA module name (without prefix) a HunyuanImage-2.1 LoRA may use -> where it lands."""
     targets: dict[str, list[Target]] = {}
@@ -69,7 +78,7 @@ def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
 
     for module, (out_features, in_features) in _linear_weights(cfg).items():
         param = f"{module}.weight"
-        whole = Target(param, in_features=in_features)
+        whole = Target(param, in_features=in_features, out_features=out_features)
         comfy = _module_of(K.source_of(param, K.COMFY).keys[0])
         for name in {module, comfy}:
             add(name, whole)
@@ -78,23 +87,21 @@ def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
         if len(split) > 1:  # separate q / k / v (/ mlp) modules, official spelling
             sizes = _part_sizes(out_features, len(split), cfg.hidden_size)
             for key, offset, size in zip(split, _offsets(sizes), sizes, strict=True):
-                add(_module_of(key), Target(param, (offset, size), in_features=in_features))
-                add(
-                    KOHYA_PREFIX + _module_of(key).replace(".", "_"),
-                    Target(param, (offset, size), in_features=in_features),
-                )
+                part = Target(param, (offset, size), in_features=in_features, out_features=out_features)
+                add(_module_of(key), part)
+                add(KOHYA_PREFIX + _module_of(key).replace(".", "_"), part)
         source = K.source_of(param, K.DIFFUSERS)
         if source.swap_halves:  # our rows [0:h] are diffusers' [h:2h] and the other way round
             half = out_features // 2
             name = _module_of(source.keys[0])
-            add(name, Target(param, (0, half), (half, half), in_features))
-            add(name, Target(param, (half, half), (0, half), in_features))
+            add(name, Target(param, (0, half), (half, half), in_features, out_features))
+            add(name, Target(param, (half, half), (0, half), in_features, out_features))
         elif len(source.keys) == 1:
             add(_module_of(source.keys[0]), whole)
         else:
             sizes = _part_sizes(out_features, len(source.keys), cfg.hidden_size)
             for key, offset, size in zip(source.keys, _offsets(sizes), sizes, strict=True):
-                add(_module_of(key), Target(param, (offset, size), in_features=in_features))
+                add(_module_of(key), Target(param, (offset, size), in_features=in_features, out_features=out_features))
     return {name: list(dict.fromkeys(found)) for name, found in targets.items()}
 
 
@@ -104,6 +111,51 @@ def _offsets(sizes: list[int]) -> list[int]:
         found.append(total)
         total += size
     return found
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one LoRA module lands, as a weight patcher needs it: the official weight ``param``, the rows
+    ``(offset, length)`` of it the module's product replaces (None: all), and ``swap_halves`` when the product's two
+    row halves go to the weight's other halves (diffusers' final modulation)."""
+
+    param: str
+    rows: tuple[int, int] | None = None
+    swap_halves: bool = False
+
+
+def _placement(name: str, found: list[Target]) -> Placement:
+    if len(found) == 1 and found[0].source_rows is None:
+        return Placement(found[0].param, found[0].rows)
+    halves = {(t.rows, t.source_rows) for t in found}
+    (param,) = {t.param for t in found}
+    if (
+        len(found) == 2
+        and len(halves) == 2
+        and all(t.rows and t.source_rows and t.rows[0] != t.source_rows[0] for t in found)
+    ):
+        return Placement(param, None, swap_halves=True)
+    raise ValueError(f"LoRA module {name!r} lands on {found}, which no weight patch can express")
+
+
+# The spellings a LoRA file may put before a (dotted) module name: none, or a trainer's or wrapper's prefix.
+FILE_PREFIXES = ("", *PREFIXES)
+
+
+@functools.cache
+def lora_placements(cfg: DiTConfig) -> dict[str, Placement]:
+    """Every module name as LoRA files spell it (prefix included) -> where it lands on this DiT.
+
+    sd-scripts' ``lora_unet_`` names are used bare; dotted names with every prefix in ``FILE_PREFIXES``. Cached per
+    config: a full-size DiT has a few thousand module spellings.
+    """
+    placements: dict[str, Placement] = {}
+    for name, found in dit_lora_targets(cfg).items():
+        placement = _placement(name, found)
+        spellings = [name] if name.startswith(KOHYA_PREFIX) else [prefix + name for prefix in FILE_PREFIXES]
+        for spelling in spellings:
+            placements[spelling] = placement
+    return placements
 
 
 def strip_prefix(name: str) -> str:
@@ -226,3 +278,64 @@ def foreign_family(match: LoraMatch, keys: Iterable[str]) -> str | None:
         if any(pattern in strip_prefix(k) or k.startswith(pattern) for k in keys):
             return family
     return None
+
+
+def _matrix(shape_of, key: str) -> tuple[int, int]:
+    shape = tuple(shape_of(key))
+    return (shape[0], math.prod(shape[1:])) if shape else (1, 1)
+
+
+def product_shape(module: str, tensor_keys: Iterable[str], shape_of) -> tuple[int, int] | None:
+    """The (rows, columns) of the weight change one LoRA module makes, from its tensor shapes (None when its kind
+    is not one of LoRA, LoHa, LoKr or a plain difference); raises ``ValueError`` when its factors do not fit each
+    other (a damaged file)."""
+    have = {key[len(module) :]: key for key in tensor_keys}
+
+    def dims(suffix: str) -> tuple[int, int]:
+        return _matrix(shape_of, have[suffix])
+
+    def product(a: str, b: str) -> tuple[int, int]:
+        (rows, inner), (inner_b, cols) = dims(a), dims(b)
+        if inner != inner_b:
+            raise ValueError(f"{module}: {a.lstrip('.')} has rank {inner} but {b.lstrip('.')} has rank {inner_b}")
+        return rows, cols
+
+    for up, down in (
+        (".lora_up.weight", ".lora_down.weight"), (".lora_B.weight", ".lora_A.weight"),
+        (".lora.up.weight", ".lora.down.weight"), (".lora_linear_layer.up.weight", ".lora_linear_layer.down.weight"),
+    ):  # fmt: skip
+        if up in have and down in have:
+            if ".lora_mid.weight" in have:  # LoCon with a mid (conv) factor: only the outer sizes matter here
+                return dims(up)[0], dims(down)[1]
+            return product(up, down)
+    if ".hada_w1_a" in have and ".hada_w1_b" in have:
+        first = product(".hada_w1_a", ".hada_w1_b")
+        if ".hada_w2_a" in have and ".hada_w2_b" in have and product(".hada_w2_a", ".hada_w2_b") != first:
+            raise ValueError(f"{module}: the two LoHa products differ in shape")
+        return first
+    if any(s in have for s in (".lokr_w1", ".lokr_w1_a")) and any(s in have for s in (".lokr_w2", ".lokr_w2_a")):
+        w1 = dims(".lokr_w1") if ".lokr_w1" in have else product(".lokr_w1_a", ".lokr_w1_b")
+        w2 = dims(".lokr_w2") if ".lokr_w2" in have else product(".lokr_w2_a", ".lokr_w2_b")
+        return w1[0] * w2[0], w1[1] * w2[1]
+    if ".diff" in have:
+        return dims(".diff")
+    return None
+
+
+def shape_problems(match: LoraMatch, keys: Iterable[str], shape_of) -> dict[str, str]:
+    """Matched modules whose weight change does not have the shape of what it patches: module -> the problem."""
+    grouped = lora_modules(keys)
+    problems = {}
+    for module, found in match.matched.items():
+        target = found[0]
+        want = (target.product_rows, target.in_features)
+        try:
+            got = product_shape(module, grouped[module], shape_of)
+        except ValueError as exc:
+            problems[module] = str(exc)
+            continue
+        if got is not None and got != want:
+            problems[module] = (
+                f"{module}: its weight change is {got[0]}x{got[1]}, the weight it patches is {want[0]}x{want[1]}"
+            )
+    return problems

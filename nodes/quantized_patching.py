@@ -1,0 +1,98 @@
+"""Weight patches (LoRA) on fp8 and GGUF layers, applied where the weight is expanded for compute.
+
+ComfyUI's patcher merges a patch into a fully loaded weight once (``patch_weight_to_device``): it casts the stored
+weight to float32, adds the change and rounds it back to the stored dtype. For the pack's quantized layers that
+would be wrong (an fp8 weight with a scale would be rounded without it; GGUF block bytes are not a float weight at
+all) or would need a full-precision copy of every patched weight. The pack's patcher therefore hands such a layer
+its patches instead (``ExpandedWeightPatch``), with the patch tensors moved to the layer's device once, and the
+layer applies them to the weight it expands for each forward: the stored bytes never change, so unpatching is only
+dropping the patch. In ComfyUI's low-VRAM mode (patches as the layer's ``weight_function``) the layer applies each
+weight's patches once, whichever way they came.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import comfy.lora
+import comfy.model_management as mm
+import torch
+
+from ..hunyuan_core.checkpoints.quantized import QuantizedWeights
+
+
+def _moved(value, device: torch.device):
+    """A patch value (ComfyUI's weight adapters, ``("diff", (tensor,))`` tuples, nested lists) with its tensors on
+    ``device``; the original is left untouched, since other patchers share it."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=mm.device_supports_non_blocking(device))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_moved(v, device) for v in value)
+    weights = getattr(value, "weights", None)
+    if isinstance(weights, (tuple, list)):  # a comfy.weight_adapter adapter: its factors live in ``weights``
+        moved = copy.copy(value)
+        moved.weights = _moved(weights, device)
+        return moved
+    return value
+
+
+class ExpandedWeightPatch:
+    """One weight's patches, applied to the expanded weight in float32 (as ComfyUI merges) and returned in the
+    expanded weight's dtype."""
+
+    def __init__(self, key: str, patches: list, device: torch.device | None) -> None:
+        self.key = key
+        self.patches = {key: patches if device is None else [_moved(p, device) for p in patches]}
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        merged = comfy.lora.calculate_weight(self.patches[self.key], weight.float(), self.key)
+        return merged.to(weight.dtype)
+
+
+def layer_patches(layer: torch.nn.Module) -> list:
+    """The weight patches a quantized layer applies: ComfyUI's ``weight_function`` list, plus the pack patcher's
+    own patch unless a function for the same weight is already in that list (never twice)."""
+    functions = list(getattr(layer, "weight_function", ()))
+    own = getattr(layer, "expanded_weight_patch", None)
+    if own is not None and all(getattr(f, "key", None) != own.key for f in functions):
+        functions.append(own)
+    return functions
+
+
+class QuantizedPatching:
+    """Mixed into ComfyUI's patcher class: quantized layers get their patches handed over, everything else is
+    patched exactly as the host patches it."""
+
+    def _quantized_layer(self, key: str) -> QuantizedWeights | None:
+        module_name, _, leaf = key.rpartition(".")
+        if leaf != "weight":
+            return None
+        try:
+            layer = self.model.get_submodule(module_name)
+        except AttributeError:
+            return None
+        return layer if isinstance(layer, QuantizedWeights) else None
+
+    def patch_weight_to_device(self, key, device_to=None, inplace_update=False):
+        layer = self._quantized_layer(key)
+        if layer is None:
+            return super().patch_weight_to_device(key, device_to=device_to, inplace_update=inplace_update)
+        patches = self.patches.get(key)
+        layer.expanded_weight_patch = None if not patches else ExpandedWeightPatch(key, patches, device_to)
+        return None
+
+    def unpatch_model(self, device_to=None, unpatch_weights=True):
+        result = super().unpatch_model(device_to=device_to, unpatch_weights=unpatch_weights)
+        if unpatch_weights:
+            for module in self.model.modules():
+                if isinstance(module, QuantizedWeights):
+                    module.expanded_weight_patch = None
+        return result
+
+
+@functools.cache
+def with_quantized_patching(patcher_class: type) -> type:
+    """``patcher_class`` (the host's ModelPatcher or what it rebinds it to) with ``QuantizedPatching`` mixed in;
+    one class per host class, so ComfyUI's ``clone`` (``self.__class__(...)``) keeps it."""
+    return type(f"HunyuanImage21{patcher_class.__name__}", (QuantizedPatching, patcher_class), {})
