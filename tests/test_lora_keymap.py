@@ -14,7 +14,16 @@ from dit_files import PARITY, PARITY_DISTILLED, TINY, TINY_DISTILLED, diffusers_
 from torch import nn
 
 from hunyuan_core.dit import HunyuanImageDiT
-from hunyuan_core.lora import dit_lora_targets, foreign_family, match_lora, strip_prefix
+from hunyuan_core.lora import (
+    Placement,
+    dit_lora_targets,
+    foreign_family,
+    lora_placements,
+    match_lora,
+    product_shape,
+    shape_problems,
+    strip_prefix,
+)
 from hunyuan_core.lora.keymap import KOHYA_PREFIX
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
@@ -178,3 +187,64 @@ def test_a_hunyuanimage_lora_is_not_called_foreign():
     widths = {KOHYA_PREFIX + strip_prefix(n).replace(".", "_"): t[0].in_features for n, t in targets.items()}
     match = match_lora(keys, lambda key: (4, widths[key.rsplit(".", 2)[0]]), targets)
     assert len(match.matched) == len(modules) and match.misfit == {} and foreign_family(match, keys) is None
+
+
+def test_placements_spell_every_prefix_and_express_each_target():
+    """Dotted names come with every wrapper prefix, sd-scripts names bare; a part keeps its rows, diffusers' final
+    modulation (two targets with swapped halves) becomes one whole-weight placement that swaps the halves."""
+    placements = lora_placements(TINY)
+    h = TINY.hidden_size
+    for prefix in ("", "diffusion_model.", "transformer.", "base_model.model.", "base_model.model.diffusion_model."):
+        assert placements[prefix + "double_blocks.0.img_attn_k"] == Placement(
+            "double_blocks.0.img_attn_qkv.weight", (h, h)
+        )
+    assert placements["lora_unet_single_blocks_1_linear2"] == Placement("single_blocks.1.linear2.weight")
+    assert "diffusion_model.lora_unet_single_blocks_1_linear2" not in placements
+    swap = placements["transformer.norm_out.linear"]
+    assert swap == Placement("final_layer.adaLN_modulation.1.weight", None, swap_halves=True)
+    assert len(placements) == len({k for k in placements})  # one placement per spelling
+
+
+def shapes(table: dict[str, tuple[int, ...]]):
+    return lambda key: table[key]
+
+
+@pytest.mark.parametrize(
+    ("tensors", "want"),
+    [
+        ({".lora_up.weight": (96, 4), ".lora_down.weight": (4, 64), ".alpha": ()}, (96, 64)),
+        ({".lora_B.weight": (96, 8), ".lora_A.weight": (8, 64)}, (96, 64)),
+        ({".hada_w1_a": (96, 4), ".hada_w1_b": (4, 64), ".hada_w2_a": (96, 4), ".hada_w2_b": (4, 64)}, (96, 64)),
+        ({".lokr_w1": (4, 8), ".lokr_w2": (24, 8)}, (96, 64)),
+        ({".lokr_w1": (4, 8), ".lokr_w2_a": (24, 2), ".lokr_w2_b": (2, 8)}, (96, 64)),
+        ({".diff": (96, 64)}, (96, 64)),
+        ({".set_weight": (96, 64)}, None),
+    ],
+)  # fmt: skip
+def test_product_shape_of_each_adapter_kind(tensors, want):
+    table = {"m" + suffix: shape for suffix, shape in tensors.items()}
+    assert product_shape("m", table, shapes(table)) == want
+
+
+def test_factors_of_different_rank_are_a_damaged_file():
+    table = {"m.lora_up.weight": (96, 4), "m.lora_down.weight": (8, 64)}
+    with pytest.raises(ValueError, match=r"lora_up\.weight has rank 4 but lora_down\.weight has rank 8"):
+        product_shape("m", table, shapes(table))
+
+
+def test_shape_problems_name_the_module_and_both_shapes():
+    """A part of a fused weight must be the part's rows; a whole weight all of them; a damaged module is named."""
+    h = TINY.hidden_size
+    table = {
+        "lora_unet_double_blocks_0_img_attn_q.lora_up.weight": (h, 4),  # right: one third of qkv
+        "lora_unet_double_blocks_0_img_attn_q.lora_down.weight": (4, h),
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": (h, 4),  # wrong: the whole qkv has 3h rows
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": (4, h),
+        "lora_unet_double_blocks_1_img_attn_proj.lora_up.weight": (h, 4),  # damaged: ranks disagree
+        "lora_unet_double_blocks_1_img_attn_proj.lora_down.weight": (2, h),
+    }
+    match = match_lora(table, shapes(table), dit_lora_targets(TINY))
+    problems = shape_problems(match, table, shapes(table))
+    assert set(problems) == {"lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_1_img_attn_proj"}
+    assert f"is {h}x{h}, the weight it patches is {3 * h}x{h}" in problems["lora_unet_double_blocks_0_img_attn_qkv"]
+    assert "rank 4 but lora_down.weight has rank 2" in problems["lora_unet_double_blocks_1_img_attn_proj"]
