@@ -14,6 +14,7 @@ from dit_files import (
 )
 from helpers import save
 
+from hunyuan_core.checkpoints.files import TensorFile
 from hunyuan_core.checkpoints.quantized import QuantizedWeights
 from hunyuan_core.dit import keys as K
 from hunyuan_core.dit.checkpoint import DiTCheckpointError, inspect_dit, load_dit
@@ -214,8 +215,16 @@ def test_pickled_code_is_never_executed(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"img_in.proj.weight": torch.zeros(1), "x": Payload()}, path)
-    with pytest.raises(DiTCheckpointError, match="cannot be read as a PyTorch checkpoint"):
+    with pytest.raises(DiTCheckpointError, match="holds Python objects besides tensors; it was not opened") as info:
         inspect_dit(path)
+    assert "weights_only=False" not in str(info.value)  # torch's own advice would run the payload
+
+
+def test_a_checkpoint_in_torchs_old_format_is_read(tmp_path):
+    """Files saved without the zip container cannot be memory-mapped; they are read whole instead of refused."""
+    path = tmp_path / "old.pt"
+    torch.save({"a": torch.arange(6.0)}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(TensorFile(path).get("a"), torch.arange(6.0))
 
 
 def test_quantize_on_load_keeps_block_linears_in_fp8(tmp_path):

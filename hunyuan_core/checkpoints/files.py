@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import struct
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -161,12 +163,28 @@ def open_checkpoint(
         raise error(f"cannot read {path.name} as {what}: {exc}.{hint}") from None
 
 
+def _torch_load(path: Path) -> object:
+    """``torch.load`` as data only; memory-mapped where the file is in torch's zip format, read whole where it is
+    in the older format (which cannot be mapped)."""
+    if zipfile.is_zipfile(path):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     """A pickled checkpoint's tensors, found under the usual wrapper keys; data only (``weights_only=True``)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        obj = _torch_load(path)
+    except pickle.UnpicklingError:  # weights_only met something other than tensors and plain containers
+        raise CheckpointFileError(
+            f"{path.name} is a pickle that holds Python objects besides tensors; it was not opened, since unpickling "
+            "such objects can run code: use the .safetensors release of this file"
+        ) from None
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise CheckpointFileError(f"{path.name} cannot be read as a PyTorch checkpoint: {exc}") from None
+        raise CheckpointFileError(
+            f"{path.name} cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "it is damaged or not a checkpoint: download it again"
+        ) from None
     for wrapper in ("state_dict", "module", "model", "ema"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
