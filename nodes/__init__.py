@@ -39,8 +39,8 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
 class HunyuanImage21Extension(ComfyExtension):
     """The pack's single registration point with ComfyUI."""
 
-    async def on_load(self) -> None:
-        extend_host_key_map()  # ComfyUI's own LoRA loaders then know the pack DiT's LoRA names
-
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # Called by every ComfyUI release with V3 nodes (``on_load`` is not, in 0.3.75): ComfyUI's own LoRA loaders
+        # learn the pack DiT's LoRA names here.
+        extend_host_key_map()
         return list(NODE_CLASSES)

@@ -23,6 +23,7 @@ from torch import nn
 from ..hunyuan_core.dit import HunyuanImageDiT
 from ..hunyuan_core.variants import GUIDANCE_EMBED_MULTIPLIER, TIMESTEP_MULTIPLIER, Variant, get_variant
 from . import management
+from .lora_keys import extend_host_key_map
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
 
 
 def wrap_dit(dit: HunyuanImageDiT) -> Any:
-    """The DiT as ComfyUI's MODEL (a patcher over ``HunyuanImage21Model``), handed to its model management."""
+    """The DiT as ComfyUI's MODEL (a patcher over ``HunyuanImage21Model``), handed to its model management; ComfyUI's
+    LoRA loaders know its LoRA names from here on (``lora_keys``)."""
+    extend_host_key_map()
     return management.patch(HunyuanImage21Model(dit), "diffusion")
 
 
