@@ -103,6 +103,8 @@ def test_comfyui_internal_and_sd_scripts_comfy_names():
         "diffusion_model.double_blocks.0.txt_attn.proj": "double_blocks.0.txt_attn_proj.weight",
         "diffusion_model.single_blocks.0.modulation.lin": "single_blocks.0.modulation.linear.weight",
         "diffusion_model.time_in.in_layer": "time_in.mlp.0.weight",
+        "lora_unet_single_blocks_1_linear2_fc": "single_blocks.1.linear2.weight",  # the official code's name
+        "diffusion_model.single_blocks.0.linear2.fc": "single_blocks.0.linear2.weight",
     }
     for name, param in same.items():
         (target,) = targets[strip_prefix(name)]

@@ -84,6 +84,9 @@ def dit_lora_targets(cfg: DiTConfig) -> dict[str, list[Target]]:
             add(name, whole)
             add(KOHYA_PREFIX + name.replace(".", "_"), whole)
         split = K.source_of(param, K.OFFICIAL_SPLIT).keys
+        if len(split) == 1 and split[0] != param:  # the official code's own name (a single block's linear2.fc)
+            add(_module_of(split[0]), whole)
+            add(KOHYA_PREFIX + _module_of(split[0]).replace(".", "_"), whole)
         if len(split) > 1:  # separate q / k / v (/ mlp) modules, official spelling
             sizes = _part_sizes(out_features, len(split), cfg.hidden_size)
             for key, offset, size in zip(split, _offsets(sizes), sizes, strict=True):
