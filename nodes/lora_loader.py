@@ -59,6 +59,14 @@ def lora_patches(model: Any, path: str, name: str) -> tuple[dict, LoraMatch]:
     match = match_lora(keys, lora.shape, dit_lora_targets(dit.config))
     if not match.matched:
         raise ValueError(refusal(name, match, keys))
+    if match.misfit:  # some modules fit, these name a layer of another width: a mixed-up or damaged file
+        listed = ", ".join(
+            f"{module} ({got} wide, the layer takes {want})" for module, (got, want) in match.misfit.items()
+        )
+        raise ValueError(
+            f"{name}: {len(match.misfit)} of its modules do not fit the layers they name: {listed}; the file is "
+            "damaged or mixes LoRAs of different models"
+        )
     problems = shape_problems(match, keys, lora.shape)
     if problems:
         listed = "; ".join(list(problems.values())[:3]) + (" ..." if len(problems) > 3 else "")

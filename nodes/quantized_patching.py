@@ -5,9 +5,10 @@ weight to float32, adds the change and rounds it back to the stored dtype. For t
 would be wrong (an fp8 weight with a scale would be rounded without it; GGUF block bytes are not a float weight at
 all) or would need a full-precision copy of every patched weight. The pack's patcher therefore hands such a layer
 its patches instead (``ExpandedWeightPatch``), with the patch tensors moved to the layer's device once, and the
-layer applies them to the weight it expands for each forward: the stored bytes never change, so unpatching is only
-dropping the patch. In ComfyUI's low-VRAM mode (patches as the layer's ``weight_function``) the layer applies each
-weight's patches once, whichever way they came.
+layer applies them to the weight it expands for each forward (a plain LoRA as one in-place low-rank update, no
+weight-sized temporary): the stored bytes never change, so unpatching is only dropping the patch. In ComfyUI's
+low-VRAM mode (patches as the layer's ``weight_function``) the layer applies each weight's patches once, whichever
+way they came.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import comfy.model_management as mm
 import torch
 
 from ..hunyuan_core.checkpoints.quantized import QuantizedWeights
+from .lora_keys import swap_halves
 
 
 def _moved(value, device: torch.device):
@@ -37,17 +39,69 @@ def _moved(value, device: torch.device):
     return value
 
 
+def _low_rank(patch: tuple, rows: int, columns: int) -> tuple | None:
+    """``(up, down, scale, offset, swap)`` when ``patch`` is a plain LoRA (ComfyUI's ``LoRAAdapter`` with no mid,
+    DoRA or reshape, no model strength, rows and columns that fit), else None. Anything else (LoHa, LoKr, DoRA, a
+    layout of the adapter this code does not know) goes through ComfyUI's own ``calculate_weight``."""
+    strength, value, strength_model, offset, function = patch
+    weights = getattr(value, "weights", None)
+    if type(value).__name__ != "LoRAAdapter" or not isinstance(weights, (tuple, list)) or len(weights) != 6:
+        return None
+    up, down, alpha, mid, dora_scale, reshape = weights
+    if strength_model != 1.0 or function not in (None, swap_halves) or (mid, dora_scale, reshape) != (None,) * 3:
+        return None
+    if not (isinstance(up, torch.Tensor) and isinstance(down, torch.Tensor) and up.ndim == down.ndim == 2):
+        return None
+    want_rows = rows if offset is None else offset[2]
+    if offset is not None and offset[0] != 0:
+        return None
+    if up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != (want_rows, columns):
+        return None
+    scale = strength * (1.0 if alpha is None else float(alpha) / down.shape[0])
+    return up, down, scale, offset, function is swap_halves
+
+
 class ExpandedWeightPatch:
-    """One weight's patches, applied to the expanded weight in float32 (as ComfyUI merges) and returned in the
-    expanded weight's dtype."""
+    """One weight's patches, applied to a freshly expanded weight (this forward's own copy).
+
+    Plain LoRAs, the common case, are added in place, ``W += scale * up @ down`` on the rows they patch
+    (``add_product``: no weight-sized temporary, one rounding). Every other patch kind goes through
+    ComfyUI's ``calculate_weight`` in float32, as ComfyUI merges, and comes back in the weight's dtype.
+    """
 
     def __init__(self, key: str, patches: list, device: torch.device | None) -> None:
         self.key = key
         self.patches = {key: patches if device is None else [_moved(p, device) for p in patches]}
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        merged = comfy.lora.calculate_weight(self.patches[self.key], weight.float(), self.key)
-        return merged.to(weight.dtype)
+        patches = self.patches[self.key]
+        rows, columns = weight.shape[0], weight[0].numel()
+        plain = [_low_rank(p, rows, columns) for p in patches] if weight.ndim == 2 else [None]
+        if any(p is None for p in plain):
+            merged = comfy.lora.calculate_weight(patches, weight.float(), self.key)
+            return merged.to(weight.dtype)
+        for up, down, scale, offset, swap in plain:
+            target = weight if offset is None else weight.narrow(0, offset[1], offset[2])
+            if swap:  # diffusers' halves: the product's second half is the weight's first, and the other way round
+                half = target.shape[0] // 2
+                add_product(target[:half], up[half:], down, scale)
+                add_product(target[half:], up[:half], down, scale)
+            else:
+                add_product(target, up, down, scale)
+        return weight
+
+
+CHUNK_ELEMENTS = 1 << 22  # a float32 slice of the product at a time: 16 MB, whatever the layer's size
+
+
+def add_product(target: torch.Tensor, up: torch.Tensor, down: torch.Tensor, scale: float) -> None:
+    """``target += scale * up @ down`` in place, the product made in float32 (as ComfyUI makes it) a slice of rows
+    at a time: no weight-sized temporary, one rounding into ``target``'s dtype, fast float32 matmuls on a CPU."""
+    down = down.to(target.device, torch.float32)
+    step = max(1, CHUNK_ELEMENTS // max(1, target.shape[1]))
+    for start in range(0, target.shape[0], step):
+        part = up[start : start + step].to(target.device, torch.float32) @ down
+        target[start : start + step].add_(part, alpha=scale)
 
 
 def layer_patches(layer: torch.nn.Module) -> list:

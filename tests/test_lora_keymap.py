@@ -170,8 +170,8 @@ def test_flux_width_lora_with_the_same_names_is_named_not_applied():
 @pytest.mark.parametrize(
     ("modules", "family"),
     [
-        (["lora_unet_input_blocks_4_1_proj_in", "lora_te1_text_model_encoder_layers_0_mlp_fc1"],
-         "Stable Diffusion 1.x / SDXL"),
+        (["lora_unet_input_blocks_4_1_proj_in", "lora_te1_text_model_encoder_layers_0_mlp_fc1"], "SDXL"),
+        (["lora_unet_input_blocks_4_1_proj_in"], "Stable Diffusion 1.x / SDXL"),
         (["diffusion_model.blocks.0.self_attn.q", "diffusion_model.blocks.0.ffn.0"], "Wan"),
         (["transformer.transformer_blocks.0.img_mod.1"], "Qwen-Image"),
     ],

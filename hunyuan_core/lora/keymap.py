@@ -193,18 +193,18 @@ def lora_modules(keys: Iterable[str]) -> dict[str, list[str]]:
 @dataclass
 class LoraMatch:
     """How a LoRA file's modules meet the DiT: the naming it uses, the modules that land (and where), the ones
-    that do not, those whose name fits but whose input width does not (``misfit``: module -> its width), and the
-    ranks found."""
+    that do not, those whose name fits but whose input width does not (``misfit``: module -> (its width, the
+    width of the layer it names)), and the ranks found."""
 
     naming: str
     matched: dict[str, list[Target]]
     unmatched: list[str]
     ranks: list[int]
-    misfit: dict[str, int]
+    misfit: dict[str, tuple[int, int]]
 
     def summary(self, file_name: str) -> str:
         """One log line: naming, modules matched / total, ranks, the first unmatched names."""
-        total = len(self.matched) + len(self.unmatched)
+        total = len(self.matched) + len(self.unmatched) + len(self.misfit)
         ranks = "/".join(map(str, self.ranks)) or "n/a"
         line = f"{file_name}: {self.naming}, {len(self.matched)}/{total} modules matched, rank {ranks}"
         if self.unmatched:
@@ -250,7 +250,7 @@ def match_lora(keys: Iterable[str], shape_of, targets: dict[str, list[Target]]) 
             shape = tuple(shape_of(down))
             width = shape[1] if len(shape) > 1 else 0
             if found[0].in_features and width and width != found[0].in_features:
-                misfit[module] = width
+                misfit[module] = (width, found[0].in_features)
                 continue
             ranks.add(shape[0])
         matched[module] = found
@@ -261,21 +261,22 @@ DOWN_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", ".l
 # Families whose LoRAs a user may pick by mistake, told apart by their module names (and, for the ones that share
 # HunyuanImage's block names, their width).
 FOREIGN_NAMES = (
+    ("lora_te1_", "SDXL"), ("lora_te2_", "SDXL"),
     ("lora_unet_input_blocks_", "Stable Diffusion 1.x / SDXL"),
     ("lora_unet_down_blocks_", "Stable Diffusion 1.x / SDXL"),
-    ("lora_te1_", "SDXL"), ("lora_te_", "Stable Diffusion 1.x / 2.x"),
+    ("lora_te_", "Stable Diffusion 1.x / 2.x"),
     ("joint_blocks.", "Stable Diffusion 3"), ("lora_unet_joint_blocks_", "Stable Diffusion 3"),
     (".self_attn.q.", "Wan"), ("lora_unet_blocks_", "Wan"),
     ("transformer_blocks.0.img_mod.", "Qwen-Image"), ("lora_unet_transformer_blocks_", "Qwen-Image or another DiT"),
 )  # fmt: skip
-WIDTH_FAMILIES = {3072: "Flux or HunyuanVideo (3072 wide)", 2048: "a 2048-wide DiT (e.g. Flux Kontext's or Chroma's)"}
+WIDTH_FAMILIES = {3072: "Flux or HunyuanVideo (3072 wide)"}
 
 
 def foreign_family(match: LoraMatch, keys: Iterable[str]) -> str | None:
     """What a LoRA that did not fit appears to be for (None when nothing tells)."""
     if match.misfit:
-        width = next(iter(match.misfit.values()))
-        return WIDTH_FAMILIES.get(width, f"another model with {width}-wide layers (HunyuanImage-2.1's are 3584)")
+        width, expected = next(iter(match.misfit.values()))
+        return WIDTH_FAMILIES.get(width, f"another model with {width}-wide layers (this DiT's are {expected})")
     keys = list(keys)
     for pattern, family in FOREIGN_NAMES:
         if any(pattern in strip_prefix(k) or k.startswith(pattern) for k in keys):
