@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .finite import non_finite_problem
 from .fp8 import Fp8Weight
 from .gguf_file import GGMLWeight
 from .operations import adopt_streaming
@@ -112,7 +113,8 @@ def load_weights(
     its scale, or GGUF blocks) replaces its layer by a quantized one (``operations.QuantizedLinear`` where the host
     has it) that keeps the weight compact, and so does a GGUF embedding table (``QuantizedEmbedding``); any other
     quantized tensor (norms, convs, fp8 tables) is expanded. Raises
-    ``error`` when a layer refuses a tensor or a needed tensor is still missing afterwards. The model comes back
+    ``error`` when a tensor holds NaN or infinity (or its cast to ``dtype`` overflows), when a layer refuses a tensor
+    or a needed tensor is still missing afterwards. The model comes back
     frozen (these models are only run).
     """
     names = list(names)
@@ -130,6 +132,13 @@ def load_weights(
             state = quantized_state(weight, bias, dtype, device)
         else:
             state = {leaf: _plain(v).to(device=device, dtype=dtype) for leaf, v in values.items()}
+        for leaf, tensor in state.items():
+            stored = values.get(leaf)
+            problem = non_finite_problem(
+                _joined(module_name, leaf), stored if isinstance(stored, torch.Tensor) else tensor, tensor
+            )
+            if problem:
+                raise error(f"{file_name}: {problem}")
         try:
             load_module(module, state, module_name or "the model")
         except ValueError as exc:
