@@ -37,10 +37,8 @@ not judged there (the interpreter's own allocations are as large as the layers).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -49,6 +47,7 @@ import time
 from pathlib import Path
 
 from bench_partial_load import import_comfy, import_pack
+from common import CpuMeter
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("bf16", "fp8")
@@ -69,34 +68,6 @@ def dit_config(hidden: int, double: int, single: int):
 
 
 # --- memory meters ----------------------------------------------------------------------------------------------
-
-
-class CpuMeter:
-    """Resident bytes of this process (VmRSS) and their high-water mark since ``reset`` (VmHWM)."""
-
-    method = "CPU: process RSS, VmHWM reset per step via /proc/self/clear_refs, glibc mmap threshold 64 KiB"
-
-    def __init__(self) -> None:
-        libc = ctypes.CDLL("libc.so.6")
-        if not libc.mallopt(-3, 1 << 16):  # M_MMAP_THRESHOLD: large blocks mapped alone, unmapped when freed
-            raise SystemExit("glibc refused M_MMAP_THRESHOLD; the RSS would not follow freed tensors")
-
-    @staticmethod
-    def _field(name: str) -> int:
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(rf"^{name}:\s+(\d+) kB", text, re.M)[1]) * 1024
-
-    def now(self) -> int:
-        return self._field("VmRSS")
-
-    def reset(self) -> None:
-        Path("/proc/self/clear_refs").write_text("5")
-
-    def peak(self) -> int:
-        return self._field("VmHWM")
-
-    def sync(self) -> None:
-        pass
 
 
 class CudaMeter:

@@ -1,4 +1,4 @@
-"""What the VAE benchmarks share: seeded stand-in weights, worker subprocesses and their memory readings.
+"""What the benchmarks share: seeded stand-in weights, worker subprocesses and their memory readings.
 
 Each model runs in a fresh subprocess (the benchmark script again, with ``--worker KIND``) so its peak resident
 memory (ru_maxrss) is its own; the worker prints one JSON line of statistics as its last output.
@@ -6,7 +6,9 @@ memory (ru_maxrss) is its own; the worker prints one JSON line of statistics as 
 
 from __future__ import annotations
 
+import ctypes
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -76,3 +78,50 @@ def run_worker(script: str, kind: str, args: list[str]) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class CpuMeter:
+    """Resident bytes of this process (VmRSS) and their high-water mark since ``reset`` (VmHWM), with glibc told to
+    map every block over 64 KiB on its own, so a freed tensor leaves the RSS at once and it follows live memory.
+    Linux only: ``available()`` says whether it works here."""
+
+    method = "CPU: process RSS, VmHWM reset per step via /proc/self/clear_refs, glibc mmap threshold 64 KiB"
+
+    def __init__(self) -> None:
+        if not self.available():
+            raise SystemExit("glibc refused M_MMAP_THRESHOLD (or no /proc): the RSS would not follow freed tensors")
+
+    @staticmethod
+    def available() -> bool:
+        """Set glibc's mmap threshold (once is enough) and report whether the meter can run."""
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            return False
+        return bool(libc.mallopt(-3, 1 << 16)) and Path("/proc/self/clear_refs").exists()  # M_MMAP_THRESHOLD
+
+    @staticmethod
+    def _field(name: str) -> int:
+        text = Path("/proc/self/status").read_text()
+        return int(re.search(rf"^{name}:\s+(\d+) kB", text, re.M)[1]) * 1024
+
+    def now(self) -> int:
+        return self._field("VmRSS")
+
+    def reset(self) -> None:
+        Path("/proc/self/clear_refs").write_text("5")
+
+    def peak(self) -> int:
+        return self._field("VmHWM")
+
+    def sync(self) -> None:
+        pass
+
+    def added_by(self, run: Callable[[], object]) -> int:
+        """Peak resident bytes ``run()`` adds (what it returns is held until the peak is read)."""
+        self.reset()
+        before = self.now()
+        out = run()
+        peak = self.peak() - before
+        del out
+        return peak

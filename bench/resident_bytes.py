@@ -33,17 +33,16 @@ Run: .venv/bin/python bench/resident_bytes.py [--variant base|distilled] [--batc
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # the core, and common.py beside this script (also when imported)
 
 import torch  # noqa: E402
+from common import CpuMeter  # noqa: E402
 
 from hunyuan_core.checkpoints import gguf_quants as gq  # noqa: E402
 from hunyuan_core.checkpoints.fp8 import quantize_fp8  # noqa: E402
@@ -210,19 +209,9 @@ def single_block_stages(cfg: DiTConfig) -> dict[str, int]:
     }
 
 
-def _rss_field(name: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{name}:\s+(\d+) kB", text, re.M)[1]) * 1024
-
-
 def measured_peak(run) -> int:
-    """Peak resident bytes ``run()`` adds, with glibc returning large blocks at once (so RSS is live memory)."""
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _rss_field("VmRSS")
-    out = run()
-    peak = _rss_field("VmHWM") - before
-    del out
-    return peak
+    """Peak resident bytes ``run()`` adds (live memory: see ``common.CpuMeter``)."""
+    return CpuMeter().added_by(run)
 
 
 def expansion_bytes(fmt: str, rows: int = 4096, cols: int = 4096, chunk: int = 1 << 22) -> tuple[float, float]:
@@ -250,15 +239,6 @@ def expansion_bytes(fmt: str, rows: int = 4096, cols: int = 4096, chunk: int = 1
         gq.CHUNK_ELEMENTS.clear()
         gq.CHUNK_ELEMENTS.update(saved)
     return 2.0, (peak - 2 * numel) / min(chunk, numel)
-
-
-def _return_freed_memory_at_once() -> bool:
-    """Make glibc map every block over 64 KiB separately (freed at once), so RSS follows live memory. Linux only."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 1 << 16)) and Path("/proc/self/clear_refs").exists()  # M_MMAP_THRESHOLD
-    except OSError:
-        return False
 
 
 @dataclass
@@ -305,7 +285,7 @@ def main() -> None:
     footprints = resident_bytes(args.variant)
     image_tokens = (IMAGE_PIXELS // 32) ** 2
     tokens = args.batch * (image_tokens + args.text_tokens)
-    measured = _return_freed_memory_at_once()
+    measured = CpuMeter.available()
     expansion = {
         fmt: expansion_bytes(fmt) if measured else (6.0, 6.0)  # unmeasured: float32 + bf16 of the whole chunk
         for fmt in ("bf16", "fp8", *(f for f in FORMATS if f in BASE_TYPE))
