@@ -16,7 +16,7 @@ from hy21_host import IMPORT_PACK, run_in_comfyui
 pytestmark = pytest.mark.server  # the pack's import into a real ComfyUI (no server process)
 
 EXPECTED_NODES = {
-    "HunyuanImage21DiTLoader", "HunyuanImage21TextEncoderLoader", "HunyuanImage21VAELoader",
+    "HunyuanImage21DiTLoader", "HunyuanImage21LoraLoader", "HunyuanImage21TextEncoderLoader", "HunyuanImage21VAELoader",
     "HunyuanImage21TextEncode", "HunyuanImage21EmptyLatent", "HunyuanImage21Sampler", "HunyuanImage21VAEDecode",
     "HunyuanImage21VAEEncode", "HunyuanImage21RefinerVAELoader", "HunyuanImage21Refiner", "HunyuanImage21Guider",
     "HunyuanImage21Scheduler",
@@ -99,8 +99,10 @@ result = {"ops": issubclass(management.operations(), comfy.ops.manual_cast)}
 result["old_has_hooks"] = [hasattr(comfy.model_patcher, "CoreModelPatcher"), hasattr(mm, "archive_model_dtypes")]
 patcher = management.patch(tiny(), "diffusion")
 loaded, y_old = run(patcher)
-result["old"] = {"type": type(patcher).__name__, "exact": type(patcher) is comfy.model_patcher.ModelPatcher,
-                 "loaded": loaded}
+# the host's class with the pack's QuantizedPatching mixed in (LoRA on fp8 / GGUF layers): mixin first, host class after
+mixin, host_class = type(patcher).__bases__
+result["old"] = {"type": host_class.__name__, "exact": host_class is comfy.model_patcher.ModelPatcher,
+                 "mixin": mixin.__name__, "loaded": loaded}
 
 # a newer host: its hooks, set on the real modules the way its main.py and model_management provide them
 events = []
@@ -121,7 +123,7 @@ model = tiny()
 patcher = management.patch(model, "text")
 loaded, y_new = run(patcher)
 result["new"] = {
-    "type": type(patcher).__name__, "events": [(e, i == id(model)) for e, i in events], "loaded": loaded,
+    "type": type(patcher).__bases__[-1].__name__, "events": [(e, i == id(model)) for e, i in events], "loaded": loaded,
     "archived": getattr(model[0], "weight_comfy_model_dtype", None) == torch.float32, "same_output": y_new == y_old,
     "load_device": str(patcher.load_device), "text_device": str(mm.text_encoder_device()),
 }
@@ -179,7 +181,7 @@ def test_loaders_build_with_manual_cast(patching):
 
 def test_0_3_75_gets_a_plain_model_patcher_and_no_archiving(patching):
     assert patching["old_has_hooks"] == [False, False]
-    assert patching["old"] == {"type": "ModelPatcher", "exact": True, "loaded": True}
+    assert patching["old"] == {"type": "ModelPatcher", "exact": True, "mixin": "QuantizedPatching", "loaded": True}
 
 
 def test_newer_host_gets_its_patcher_after_archiving(patching):
