@@ -23,6 +23,7 @@ from torch import nn
 from ..hunyuan_core.dit import HunyuanImageDiT
 from ..hunyuan_core.variants import GUIDANCE_EMBED_MULTIPLIER, TIMESTEP_MULTIPLIER, Variant, get_variant
 from . import management
+from .finite_checks import check_dit_output
 from .lora_keys import extend_host_key_map
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ class DiffusionModel(nn.Module):
             found = meanflow_r(sigma, options.get("sample_sigmas"))
             if found is not None:
                 r = (found.float() * TIMESTEP_MULTIPLIER).reshape(1).expand(batch).to(timestep.device)
-        return self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
+        out = self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
+        check_dit_output(out, options, timestep, self.dit.compute_dtype)  # never a silent black image
+        return out
 
 
 def _ones(states: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,12 @@ from ..hunyuan_core.sampling import NOISE_MODES
 from ..hunyuan_core.variants import BASE, DISTILLED, REFINER, REFINER_CONDITION_STRENGTH
 from . import host, management, widgets
 from .conditioning import prompt_of
+from .finite_checks import check_image, check_step
 from .model import require_pack_dit
 from .types import RefinerVAE, TextEncoderBundle, TextEncoders
 from .vae import AUTO, DECODE_PRECISIONS, device_precision
+
+NODE = "HunyuanImage 2.1 Refiner"
 
 OFFICIAL_VALUES = "the official value"
 
@@ -25,7 +28,7 @@ class HunyuanImage21Refiner(io.ComfyNode):
         return host.build(
             io.Schema,
             node_id="HunyuanImage21Refiner",
-            display_name="HunyuanImage 2.1 Refiner",
+            display_name=NODE,
             category="HunyuanImage/sampling",
             description=(
                 "The official second stage: re-draws the stage-1 image at the same size with the refiner DiT for "
@@ -117,7 +120,8 @@ class HunyuanImage21Refiner(io.ComfyNode):
         images = refine_image(
             dit, refiner_vae.model, text_encoders.qwen.model, image, prompt, seed, settings,
             prepare=lambda module: management.load(patchers[id(module)]),
-            callback=lambda i, total, x, x0: progress(i, x0, x, total),
+            callback=lambda i, total, x, x0: (check_step(x, i, total, NODE), progress(i, x0, x, total)),
             output_device=mm.intermediate_device(),
         )  # fmt: skip
+        check_image(images, NODE, settings.vae_precision)
         return io.NodeOutput(images)

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..hunyuan_core.sampling import NOISE_MODES, make_noise, plan_sampling
 from ..hunyuan_core.variants import BASE, DISTILLED, STAGE1_LATENT
 from . import host, widgets
+from .finite_checks import check_latent
 from .guider import HunyuanGuider, sample_with_guider
 from .model import patched_shift, stage1_variant
 
@@ -106,6 +107,7 @@ class HunyuanImage21Sampler(io.ComfyNode):
         variant = stage1_variant(model, "the HunyuanImage 2.1 Sampler")
         samples = latent["samples"]
         check_stage1_latent(variant, samples)
+        check_latent(samples, "HunyuanImage 2.1 Sampler")
         custom = sigmas is not None
         plan = plan_sampling(
             variant, steps=None if custom else widgets.or_official(steps),

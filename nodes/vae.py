@@ -18,7 +18,10 @@ from ..hunyuan_core.vae import Tiling, decode_image, encode_image
 from ..hunyuan_core.vae_common import PRECISIONS as VAE_PRECISIONS
 from ..hunyuan_core.variants import STAGE1_LATENT, STAGE1_VAE_FILE
 from . import host, management, widgets
+from .finite_checks import check_image, check_latent
 from .types import VAE
+
+DECODE_NODE, ENCODE_NODE = "HunyuanImage 2.1 VAE Decode", "HunyuanImage 2.1 VAE Encode"
 
 AUTO = "auto"
 ENCODE_PRECISIONS = tuple(VAE_PRECISIONS)  # the working precisions both VAEs accept: the encode menu and its check
@@ -72,7 +75,7 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
         return host.build(
             io.Schema,
             node_id="HunyuanImage21VAEDecode",
-            display_name="HunyuanImage 2.1 VAE Decode",
+            display_name=DECODE_NODE,
             category="HunyuanImage/latent",
             description=(
                 "Decodes a HunyuanImage-2.1 latent to an image in one piece, as the official pipeline does. For small "
@@ -108,12 +111,15 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
     def execute(cls, vae, latent: dict, precision: str, batch_slice: int, tile_size: int) -> io.NodeOutput:
         if native_vae(vae) is not None:
             return io.NodeOutput(native_decode(vae, latent["samples"], tile_size))
+        check_latent(latent["samples"], DECODE_NODE)
         management.load(vae)
         tiling = Tiling(tile=tile_size, overlap=tile_size // 4) if tile_size else None
+        chosen = device_precision(precision, vae)
         images = decode_image(
-            vae.model, latent["samples"], precision=device_precision(precision, vae),
+            vae.model, latent["samples"], precision=chosen,
             batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),
         )  # fmt: skip
+        check_image(images, DECODE_NODE, chosen)
         return io.NodeOutput(images)
 
 
@@ -123,7 +129,7 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
         return host.build(
             io.Schema,
             node_id="HunyuanImage21VAEEncode",
-            display_name="HunyuanImage 2.1 VAE Encode",
+            display_name=ENCODE_NODE,
             category="HunyuanImage/latent",
             description="Encodes an image (sides multiples of 32) to a HunyuanImage-2.1 latent, e.g. for img2img.",
             inputs=[
@@ -149,4 +155,5 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
             return io.NodeOutput({"samples": vae.encode(image[..., :3])})
         management.load(vae)
         samples = encode_image(vae.model, image, precision=precision, output_device=mm.intermediate_device())
+        check_image(samples, ENCODE_NODE, precision, made="encoding")
         return io.NodeOutput({"samples": samples})

@@ -1,0 +1,72 @@
+"""No silent black images: every tensor the pack hands on is checked for NaN and infinity where it is made.
+
+A NaN anywhere in a diffusion run ends as an all-black PNG that ComfyUI saves as a success. The DiT's output is
+checked at each model call (one ``isfinite().all()`` on a latent-sized tensor), the VAE's input and output at each
+decode and encode; a failure stops the prompt with what went wrong, where, and what to change. Loaded weights are
+checked once at load (``hunyuan_core.checkpoints.finite``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class NonFiniteError(ValueError):
+    """A tensor the pack made holds NaN or infinity (the message says where and what to do)."""
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    return bool(torch.isfinite(tensor).all())
+
+
+def _step(options: dict, timestep: torch.Tensor) -> str:
+    sigma = options.get("sigmas", timestep / 1000.0).max().float().item()
+    schedule = options.get("sample_sigmas")
+    if schedule is None:
+        return f"sigma {sigma:.4g}"
+    index = max(int((schedule >= sigma).sum().item()) - 1, 0)  # the step whose interval holds sigma
+    return f"step {index + 1} of {len(schedule) - 1} (sigma {sigma:.4g})"
+
+
+def check_dit_output(output: torch.Tensor, options: dict, timestep: torch.Tensor, compute_dtype: torch.dtype) -> None:
+    """Stop at the first DiT call whose output is not finite, naming the step and the likely cause."""
+    if is_finite(output):
+        return
+    if compute_dtype == torch.float16:
+        fix = "the DiT computes in fp16, which overflows for this model: set the DiT loader's weight_dtype to bf16"
+    else:
+        fix = (
+            "a LoRA or model patch too strong for this model (lower its strength or remove it), or a DiT file whose "
+            "values are finite but wrong (download it again)"
+        )
+    raise NonFiniteError(f"the DiT's output holds NaN or infinite values at {_step(options, timestep)}: {fix}")
+
+
+def check_step(latent: torch.Tensor, step: int, total: int, node: str) -> None:
+    """A sampling loop the pack runs itself (the refiner's): its latent after each step must be finite."""
+    if not is_finite(latent):
+        raise NonFiniteError(
+            f"{node}: the latent holds NaN or infinite values after step {step + 1} of {total}: a LoRA or model "
+            "patch too strong for this model (lower its strength or remove it), or a DiT file whose values are "
+            "finite but wrong (download it again)"
+        )
+
+
+def check_latent(samples: torch.Tensor, node: str) -> None:
+    """A latent arriving at ``node`` must be finite (a NaN latent decodes to a black image)."""
+    if not is_finite(samples):
+        raise NonFiniteError(
+            f"{node}: the latent holds NaN or infinite values, so its image would be black; it was made that way "
+            "upstream (the sampler, a latent node or a loaded latent file): fix or replace the node that made it"
+        )
+
+
+def check_image(image: torch.Tensor, node: str, precision: str, made: str = "decoding") -> None:
+    """An image (or latent) a VAE made in ``precision`` must be finite; fp16 overflow is the usual cause."""
+    if is_finite(image):
+        return
+    if precision in ("fp16", "float16"):
+        fix = f"{made} in fp16 overflowed: set {node}'s precision to bf16 or fp32"
+    else:
+        fix = "the VAE file's values are wrong (download it again) or its input holds extreme values"
+    raise NonFiniteError(f"{node}: {made} gave NaN or infinite values: {fix}")
