@@ -49,17 +49,18 @@ class HunyuanImage21Guider(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, guidance_scale: float, guidance_mode: str, apg_start: str) -> bool | str:
-        return widgets.verdict(
-            widgets.settings_problem(None, guidance_scale, None, OFFICIAL_VALUES),
-            *widgets.guidance_problems(guidance_mode, apg_start),
-        )
+    def validate_inputs(cls, apg_start: str | None = None) -> bool | str:
+        return widgets.verdict(widgets.apg_start_problem(apg_start))
 
     @classmethod
     def execute(
         cls, model, positive: list, guidance_scale: float, guidance_mode: str, apg_start: str,
         negative: list | None = None,
     ) -> io.NodeOutput:  # fmt: skip
+        widgets.require(
+            widgets.settings_problem(None, guidance_scale, None, OFFICIAL_VALUES),
+            widgets.choice_problem("guidance_mode", guidance_mode, widgets.GUIDANCE_MODES),
+        )
         variant = stage1_variant(model, "the HunyuanImage 2.1 Guider")
         guidance = guidance_for(
             variant, widgets.guidance_mode_of(guidance_mode), widgets.or_official(guidance_scale),
@@ -95,11 +96,8 @@ class HunyuanImage21Scheduler(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, steps: int, shift: float) -> bool | str:
-        return widgets.verdict(widgets.settings_problem(steps, None, shift, OFFICIAL_VALUES))
-
-    @classmethod
     def execute(cls, model, steps: int, shift: float) -> io.NodeOutput:
+        widgets.require(widgets.settings_problem(steps, None, shift, OFFICIAL_VALUES))
         variant = stage1_variant(model, "the HunyuanImage 2.1 Scheduler")
         shift = widgets.or_official(shift) or patched_shift(model)
         plan = plan_sampling(variant, steps=widgets.or_official(steps), shift=shift)

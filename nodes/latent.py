@@ -81,16 +81,15 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, size: str, width: int, height: int) -> bool | str:
-        """Refuse a bad size before the prompt runs (ComfyUI itself checks batch_size's min and max)."""
-        problem = widgets.choice_problem("size", size, SIZE_CHOICES)
-        if problem is None and None not in (size, width, height):  # linked inputs: execute() checks them
-            problem = resolution.size_problem(*resolve_size(size, width, height))
-        return widgets.verdict(problem)
+    def validate_inputs(cls, size: str | None = None) -> bool | str:
+        """The size preset before the run (ComfyUI checks width, height and batch_size's ranges itself)."""
+        return widgets.verdict(widgets.choice_problem("size", size, SIZE_CHOICES))
 
     @classmethod
     def execute(cls, size: str, width: int, height: int, batch_size: int) -> io.NodeOutput:
+        widgets.require(widgets.choice_problem("size", size, SIZE_CHOICES))
         width, height = resolve_size(size, width, height)
+        widgets.require(resolution.size_problem(width, height))
         shape = resolution.latent_shape(width, height, batch_size)
         if resolution.below_trained_range(width, height):
             log.warning(

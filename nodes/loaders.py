@@ -68,14 +68,12 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, dit_name: str, weight_dtype: str) -> bool | str:
-        return widgets.verdict(
-            management.file_problem("dit_name", "diffusion_models", dit_name),
-            widgets.choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPE_CHOICES),
-        )
+    def validate_inputs(cls, dit_name: str | None = None) -> bool | str:
+        return widgets.verdict(management.file_problem("dit_name", "diffusion_models", dit_name))
 
     @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
+        widgets.require(widgets.choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPE_CHOICES))
         path = management.resolve("diffusion_models", dit_name)
         choice = WEIGHT_DTYPES[weight_dtype]
         model = load_dit(
@@ -140,15 +138,15 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, qwen: str, byt5: str, qwen_weight_dtype: str = "auto") -> bool | str:
-        return widgets.verdict(
-            management.file_problem("qwen", "text_encoders", qwen),
-            management.file_problem("byt5", "text_encoders", byt5, extra=(NO_GLYPH,)),
-            widgets.choice_problem("qwen_weight_dtype", qwen_weight_dtype, QWEN_WEIGHT_DTYPE_CHOICES),
-        )
+    def validate_inputs(cls, qwen: str | None = None) -> bool | str:
+        return widgets.verdict(management.file_problem("qwen", "text_encoders", qwen))
 
     @classmethod
     def execute(cls, qwen: str, byt5: str, qwen_weight_dtype: str = "auto") -> io.NodeOutput:
+        widgets.require(
+            management.file_problem("byt5", "text_encoders", byt5, extra=(NO_GLYPH,)),
+            widgets.choice_problem("qwen_weight_dtype", qwen_weight_dtype, QWEN_WEIGHT_DTYPE_CHOICES),
+        )
         qwen_model = load_qwen_encoder(
             management.resolve("text_encoders", qwen),
             tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
@@ -199,7 +197,7 @@ class HunyuanImage21VAELoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, vae_name: str) -> bool | str:
+    def validate_inputs(cls, vae_name: str | None = None) -> bool | str:
         return management.file_problem("vae_name", "vae", vae_name) or True
 
     @classmethod
@@ -224,7 +222,7 @@ class HunyuanImage21RefinerVAELoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, vae_name: str) -> bool | str:
+    def validate_inputs(cls, vae_name: str | None = None) -> bool | str:
         return management.file_problem("vae_name", "vae", vae_name) or True
 
     @classmethod

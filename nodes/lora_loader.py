@@ -115,7 +115,7 @@ class HunyuanImage21LoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
         return widgets.verdict(management.file_problem("lora_name", "loras", lora_name))
 
     @classmethod

@@ -77,26 +77,16 @@ class HunyuanImage21Refiner(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(
-        cls, steps: int, guidance_scale: float, shift: float, condition_strength: float, noise_mode: str,
-        vae_precision: str,
-    ) -> bool | str:  # fmt: skip
-        """Refuse impossible settings before the prompt runs; each problem names its input."""
-        bad_strength = condition_strength is not None and not 0 <= condition_strength <= 1
-        return widgets.verdict(
-            widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
-            f"condition_strength {condition_strength} is invalid: it must be in [0, 1] "
-            f"(official {REFINER_CONDITION_STRENGTH:g})" if bad_strength else None,
-            widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
-            widgets.choice_problem("vae_precision", vae_precision, DECODE_PRECISIONS),
-        )  # fmt: skip
-
-    @classmethod
     def execute(
         cls, model, refiner_vae, text_encoders: TextEncoderBundle, positive: list, image: torch.Tensor,
         seed: int, steps: int, guidance_scale: float, shift: float, condition_strength: float, noise_mode: str,
         vae_precision: str,
     ) -> io.NodeOutput:  # fmt: skip
+        widgets.require(  # ComfyUI checks the numbers' ranges (condition_strength in [0, 1]) before the run
+            widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
+            widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
+            widgets.choice_problem("vae_precision", vae_precision, DECODE_PRECISIONS),
+        )
         settings = RefinerSettings(
             steps=widgets.or_official(steps), shift=widgets.or_official(shift),
             guidance_scale=widgets.or_official(guidance_scale), condition_strength=condition_strength,

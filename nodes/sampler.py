@@ -86,24 +86,20 @@ class HunyuanImage21Sampler(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(
-        cls, steps: int, guidance_scale: float, shift: float, denoise: float, guidance_mode: str, noise_mode: str,
-        apg_start: str,
-    ) -> bool | str:  # fmt: skip
-        """Refuse impossible settings before the prompt runs (-1 means 'model default')."""
-        bad_denoise = denoise is not None and not 0 < denoise <= 1
-        return widgets.verdict(
-            widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
-            f"denoise {denoise} is invalid: it must be in (0, 1]" if bad_denoise else None,
-            *widgets.guidance_problems(guidance_mode, apg_start),
-            widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
-        )
+    def validate_inputs(cls, apg_start: str | None = None) -> bool | str:
+        """apg_start is free text: parsed before the run. ComfyUI checks the numbers' ranges itself."""
+        return widgets.verdict(widgets.apg_start_problem(apg_start))
 
     @classmethod
     def execute(
         cls, model, positive: list, latent: dict, seed: int, steps: int, guidance_scale: float, shift: float,
         guidance_mode: str, apg_start: str, denoise: float, noise_mode: str, negative: list | None = None, sigmas=None,
     ) -> io.NodeOutput:  # fmt: skip
+        widgets.require(
+            widgets.settings_problem(steps, guidance_scale, shift, OFFICIAL_VALUES),
+            widgets.choice_problem("guidance_mode", guidance_mode, widgets.GUIDANCE_MODES),
+            widgets.choice_problem("noise_mode", noise_mode, NOISE_MODES),
+        )
         variant = stage1_variant(model, "the HunyuanImage 2.1 Sampler")
         samples = latent["samples"]
         check_stage1_latent(variant, samples)

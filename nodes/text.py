@@ -92,15 +92,17 @@ class HunyuanImage21TextEncode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, prompt: str, negative_prompt: str) -> bool | str:
-        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
-            problem = prompt_problem(text) if isinstance(text, str) else None
-            if problem:
-                return f"{name}: {problem}"
-        return True
+    def validate_inputs(cls, prompt: str | None = None) -> bool | str:
+        """The prompt's length before the run (the negative prompt's is checked as the node runs)."""
+        problem = prompt_problem(prompt) if isinstance(prompt, str) else None
+        return f"prompt: {problem}" if problem else True
 
     @classmethod
     def execute(cls, text_encoders: TextEncoderBundle, prompt: str, negative_prompt: str, glyph_text: str):
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):  # linked texts arrive here
+            problem = prompt_problem(text)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
         management.load(text_encoders.qwen, text_encoders.glyph)
         qwen = text_encoders.qwen.model
         glyph = None if text_encoders.glyph is None else text_encoders.glyph.model

@@ -103,8 +103,8 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, precision: str) -> bool | str:
-        """Refuse an unknown precision before the prompt runs (ComfyUI 0.3.75 does not check combo values)."""
+    def validate_inputs(cls, precision: str | None = None) -> bool | str:
+        """The one input only the pack checks before the run on ComfyUI 0.3.75 (it compares no V3 combo)."""
         return widgets.verdict(widgets.choice_problem("precision", precision, DECODE_PRECISIONS))
 
     @classmethod
@@ -145,8 +145,8 @@ class HunyuanImage21VAEEncode(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, precision: str) -> bool | str:
-        """Refuse an unknown precision before the prompt runs (ComfyUI 0.3.75 does not check combo values)."""
+    def validate_inputs(cls, precision: str | None = None) -> bool | str:
+        """The one input only the pack checks before the run on ComfyUI 0.3.75 (it compares no V3 combo)."""
         return widgets.verdict(widgets.choice_problem("precision", precision, ENCODE_PRECISIONS))
 
     @classmethod

@@ -1,10 +1,13 @@
-"""Widget conventions shared by the nodes: -1 means "the loaded model's official value"; combo choices are checked.
+"""Widget conventions shared by the nodes: -1 means "the loaded model's official value"; where each input is checked.
 
-Combo checks: ComfyUI 0.3.75 does not compare V3 combo values with their options, and newer servers skip that
-comparison for every input a node's ``validate_inputs`` names. So each node checks its combos itself, with
-:func:`choice_problem` reading the same tuple its schema shows, and the message is the same on every host.
-ComfyUI attaches a failing ``validate_inputs`` string to every input that function takes, so each problem starts
-with the input's own name.
+ComfyUI checks an input before the run (at ``POST /prompt``, the message attached to that input) unless the node's
+``validate_inputs`` names it: then ComfyUI skips its own min / max and combo checks for it, calls
+``validate_inputs`` (with missing or mistyped values too) and attaches its one message to every input it names.
+So each node's ``validate_inputs`` names at most one input, the one only the pack can judge before the run (a file
+choice, free text to parse, a prompt's length), with a default so a missing input is reported by ComfyUI itself.
+Numbers are left to ComfyUI's min / max; combos to ComfyUI where it compares V3 combos with their options (newer
+servers), and to :func:`require` at the start of ``execute`` everywhere (ComfyUI 0.3.75 compares none), reading the
+same tuple the schema shows. A value inside the widget's range that still cannot run (0 steps) is refused there too.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def shift_input(tooltip: str) -> io.Float.Input:
 def combo_input(
     name: str, options: Sequence[str], default: str, tooltip: str, advanced: bool = False, optional: bool = False
 ) -> io.Combo.Input:
-    """A combo whose menu is ``options``: pass the same tuple to :func:`choice_problem` in ``validate_inputs``.
+    """A combo whose menu is ``options``: pass the same tuple to :func:`choice_problem` in ``execute``.
     ``optional`` for inputs added after workflows were shared: a prompt without it runs with ``default``."""
     return host.build(
         io.Combo.Input, name, options=list(options), default=default, tooltip=tooltip, advanced=advanced or None,
@@ -64,6 +67,13 @@ def choice_problem(name: str, value: object, options: Sequence[object]) -> str |
 def verdict(*problems: str | None) -> bool | str:
     """What ``validate_inputs`` returns: True, or every problem found, each naming its input."""
     return "; ".join(p for p in problems if p) or True
+
+
+def require(*problems: str | None) -> None:
+    """At the start of ``execute``: refuse the run with every problem found (each names its input and the fix)."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("; ".join(found))
 
 
 def settings_problem(steps: int | None, guidance_scale: float | None, shift: float | None, official: str) -> str | None:
@@ -107,12 +117,12 @@ def apg_start_of(value: str) -> str | int:
     return parse_apg_start(value.strip())
 
 
-def guidance_problems(guidance_mode: str | None, apg_start: str | None) -> list[str | None]:
-    """Why the guidance widgets cannot be used, one entry per widget (None where it can)."""
-    apg_problem = None
-    if apg_start is not None:
-        try:
-            apg_start_of(apg_start)
-        except ValueError as exc:
-            apg_problem = str(exc)  # it names apg_start and the forms it takes
-    return [choice_problem("guidance_mode", guidance_mode, GUIDANCE_MODES), apg_problem]
+def apg_start_problem(apg_start: str | None) -> str | None:
+    """Why the apg_start text cannot be used (None when it can, or when it is linked)."""
+    if not isinstance(apg_start, str):
+        return None
+    try:
+        apg_start_of(apg_start)
+    except ValueError as exc:
+        return str(exc)  # it names apg_start and the forms it takes
+    return None

@@ -1,4 +1,5 @@
-"""What many test modules share: the closeness asserts, seeded random weights, and the checkpoint file writers."""
+"""What many test modules share: the closeness asserts, seeded random weights, the checkpoint file writers, and how
+a server refused a prompt."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from safetensors.torch import save_file
+
+from hy21_host import PromptRejectedError
 
 PICKLED_SUFFIXES = (".pt", ".ckpt", ".bin")  # torch.save, as the official releases ship them
 
@@ -133,3 +136,19 @@ def run_bench(script: str, *args: str, timeout: float = 300) -> str:
     )
     assert out.returncode == 0, f"{script} exited with {out.returncode}:\n{out.stderr[-3000:]}\n{out.stdout[-3000:]}"
     return out.stdout
+
+
+def refusal(comfy, prompt: dict) -> tuple[str, dict[str, dict[str, list[str]]], str]:
+    """How a bad prompt was refused: ("queue", {node: {input: [details]}}, text) when ``POST /prompt`` answered
+    400, or ("run", {}, the execution error's message) when a node refused as it ran."""
+    try:
+        result = comfy.run(prompt)
+    except PromptRejectedError as rejected:
+        found: dict[str, dict[str, list[str]]] = {}
+        for node, info in rejected.node_errors.items():
+            for error in info["errors"]:
+                name = error.get("extra_info", {}).get("input_name", "")
+                found.setdefault(node, {}).setdefault(name, []).append(f"{error['message']}: {error['details']}")
+        return "queue", found, "\n".join(rejected.messages())
+    assert result.status == "error", "the bad prompt ran"
+    return "run", {}, result.error["exception_message"]
