@@ -10,12 +10,19 @@ from comfy_api.latest import io
 
 from ..hunyuan_core.sampling import Conditioning as CoreConditioning
 from ..hunyuan_core.text import STAGE1_TEMPLATE
-from ..hunyuan_core.text.encoder import encode_prompt
+from ..hunyuan_core.text.encoder import encode_prompt, glyph_problem, glyph_texts_of
 from . import host, management
 from .conditioning import to_comfy
 from .types import TextEncoderBundle, TextEncoders
 
 log = logging.getLogger(__name__)
+
+
+def shortened(text: str, limit: int = 200) -> str:
+    """``text`` for a log line: quoted, at most ``limit`` characters, the length said when cut."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def parse_glyph_text(glyph_text: str) -> list[str] | None:
@@ -106,12 +113,19 @@ class HunyuanImage21TextEncode(io.ComfyNode):
         management.load(text_encoders.qwen, text_encoders.glyph)
         qwen = text_encoders.qwen.model
         glyph = None if text_encoders.glyph is None else text_encoders.glyph.model
+        for name, texts in (
+            ("glyph_text" if glyph_text.strip() else "prompt", glyph_texts_of(prompt, parse_glyph_text(glyph_text))),
+            ("negative_prompt", glyph_texts_of(negative_prompt)),
+        ):
+            problem = glyph_problem(glyph, texts)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
         positive = encode_prompt(qwen, glyph, prompt, parse_glyph_text(glyph_text))
         negative = encode_prompt(qwen, glyph, negative_prompt)
         if positive.has_quoted_text and glyph is None:
             log.warning("HunyuanImage-2.1: the prompt quotes text but no ByT5 glyph encoder is loaded")
         if positive.has_quoted_text:
-            log.info("HunyuanImage-2.1: glyph text %r", positive.glyph_text)
+            log.info("HunyuanImage-2.1: glyph text %s", shortened(positive.glyph_text))
         return io.NodeOutput(
             to_comfy(CoreConditioning.of(positive).to("cpu"), prompt),
             to_comfy(CoreConditioning.of(negative).to("cpu"), negative_prompt),

@@ -171,3 +171,17 @@ def test_valid_choices_pass_and_the_prompt_runs(comfy):
     result = comfy.run(prompt).raise_for_error()
     (image,) = result.outputs[SAVE]["images"]
     assert image["filename"].startswith("combo_valid")
+
+
+def test_glyph_text_beyond_the_glyph_encoders_limit_is_refused_with_its_count(comfy, comfy_host):
+    """20,000 characters of glyph text used to run, cut to 128 ByT5 tokens, and land whole in the log."""
+    prompt = graph("distilled")
+    prompt[ENCODE]["inputs"]["glyph_text"] = "HUNYUAN " * 2500
+    start = len(comfy_host.log_text())
+    when, _, text = refusal(comfy, prompt)
+    assert when == "run", text
+    assert "glyph_text: the text to render (1 span(s), 19999 characters) is 20009 ByT5 tokens long" in text, (
+        text
+    )  # line stripped
+    assert "reads at most 128: shorten it" in text, text
+    assert "HUNYUAN " * 100 not in comfy_host.log_text()[start:]  # never logged whole

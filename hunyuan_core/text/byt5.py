@@ -114,6 +114,10 @@ class GlyphEncoder(nn.Module):
     def weight_device(self) -> torch.device:
         return self.model.shared.weight.device
 
+    def token_count(self, text: str) -> int:
+        """How many ByT5 tokens ``text`` takes (EOS included), before any truncation."""
+        return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
     @torch.no_grad()
     def encode(self, text: str) -> EncodedText:
         ids = self.tokenizer(text, truncation=True, max_length=GLYPH_MAX_TOKENS, add_special_tokens=True)["input_ids"]
