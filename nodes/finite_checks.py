@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from ..hunyuan_core.checkpoints.errors import SHOWN_MODULE
+
 
 class NonFiniteError(ValueError):
     """A tensor the pack made holds NaN or infinity (the message says where and what to do)."""
+
+
+NonFiniteError.__module__ = SHOWN_MODULE  # not the install path in ComfyUI's error dialog
 
 
 def is_finite(tensor: torch.Tensor) -> bool:

@@ -113,7 +113,24 @@ BAD_FILES = [
     ("flux_ae.safetensors", lambda: sd_vae_ldm(16), "a 16-channel VAE such as SD3's or Flux's"),
     ("refiner_vae.safetensors", refiner_vae_lookalike, "the HunyuanImage-2.1 refiner VAE"),
     ("dit.safetensors", lambda: random_dit_state(TINY_DIT), "a HunyuanImage-2.1 diffusion model (DiT)"),
-]
+    ("sd_xl_base_1.0.safetensors", lambda: full_sdxl_checkpoint(), "a full SDXL checkpoint (diffusion model, text "
+     "encoder and VAE in one file)"),
+    ("vae_decoder_only.safetensors", lambda: decoder_only(comfy_org(random_state(TINY))),
+     "a VAE decoder alone (no encoder weights"),
+]  # fmt: skip
+
+
+def full_sdxl_checkpoint() -> dict[str, torch.Tensor]:
+    """An SDXL all-in-one checkpoint's key layout: UNet, two text encoders, and the VAE (a real SD VAE part)."""
+    unet = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+            "model.diffusion_model.output_blocks.0.0.in_layers.0.weight": torch.zeros(8)}  # fmt: skip
+    text = {"conditioner.embedders.0.transformer.text_model.encoder.layers.0.mlp.fc1.weight": torch.zeros(8, 8),
+            "conditioner.embedders.1.model.transformer.resblocks.0.mlp.c_fc.weight": torch.zeros(8, 8)}  # fmt: skip
+    return unet | text | {f"first_stage_model.{k}": v for k, v in sd_vae_ldm(4).items()}
+
+
+def decoder_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(("encoder.", "quant_conv."))}
 
 
 @pytest.mark.parametrize(("filename", "make", "appears"), BAD_FILES, ids=[b[0] for b in BAD_FILES])

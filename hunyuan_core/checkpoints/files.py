@@ -68,17 +68,22 @@ class TensorFile:
         with open(self.path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise CheckpointFileError(f"{name} is empty or truncated ({self.size} bytes)")
+                raise CheckpointFileError(
+                    f"{name} is empty or truncated ({self.size} bytes; an interrupted download or copy): download it "
+                    "again"
+                )
             (length,) = struct.unpack("<Q", head)
             if length > min(MAX_HEADER, self.size - 8):
                 raise CheckpointFileError(
-                    f"{name} is not a safetensors file (or its header is cut off): header length {length}, "
-                    f"file size {self.size}"
+                    f"{name} is not a safetensors file, or its header is cut off (header length {length}, file size "
+                    f"{self.size}): download it again, or pick the model file itself"
                 )
             try:
                 header = json.loads(f.read(length))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CheckpointFileError(f"{name} has a corrupt safetensors header: {exc}") from None
+                raise CheckpointFileError(
+                    f"{name} has a corrupt safetensors header ({exc}): the file is damaged; download it again"
+                ) from None
         data_start = 8 + length
         end = data_start
         for key, info in header.items():
@@ -156,11 +161,8 @@ def open_checkpoint(
 
             return GGUFFile(path)
         return TensorFile(path)
-    except CheckpointFileError as exc:
-        hint = ""
-        if path.suffix.lower() in PICKLE_SUFFIXES and "truncated" not in str(exc):
-            hint = " It appears to be truncated or damaged (an interrupted download?); download it again."
-        raise error(f"cannot read {path.name} as {what}: {exc}.{hint}") from None
+    except CheckpointFileError as exc:  # each message already says what to do
+        raise error(f"cannot read {path.name} as {what}: {exc}") from None
 
 
 def _torch_load(path: Path) -> object:
@@ -183,12 +185,15 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch raises many types for foreign or damaged files
         raise CheckpointFileError(
             f"{path.name} cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "it is damaged or not a checkpoint: download it again"
+            "it is truncated or damaged (an interrupted download?) or not a checkpoint at all: download it again"
         ) from None
     for wrapper in ("state_dict", "module", "model", "ema"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict):
-        raise CheckpointFileError(f"{path.name} holds a {type(obj).__name__}, not a dict of tensors")
+        raise CheckpointFileError(
+            f"{path.name} holds a {type(obj).__name__}, not a dict of tensors: it is not a model checkpoint; pick the "
+            "model's weights file"
+        )
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

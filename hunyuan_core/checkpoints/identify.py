@@ -18,6 +18,26 @@ def _first(keys: Iterable[str], pattern: str) -> str | None:
     return next((k for k in keys if rx.search(k)), None)
 
 
+def describe_full_checkpoint(keys: list[str]) -> str | None:
+    """Name an all-in-one checkpoint (diffusion model, text encoder and VAE in one file, as SD / SDXL / SD3 / Flux
+    "checkpoints" ship), or None when ``keys`` are not one."""
+
+    def has(pattern: str) -> bool:
+        return _first(keys, pattern) is not None
+
+    if not (has(r"(^|\.)diffusion_model\.") and has(r"(^|\.)first_stage_model\.")):
+        return None
+    if has(r"diffusion_model\.input_blocks\."):
+        family = "SDXL" if has(r"conditioner\.embedders\.1\.") else "Stable Diffusion 1.x/2.x"
+    elif has(r"diffusion_model\.joint_blocks\."):
+        family = "Stable Diffusion 3"
+    elif has(r"diffusion_model\.double_blocks\."):
+        family = "Flux-style"
+    else:
+        family = "another model's"
+    return f"a full {family} checkpoint (diffusion model, text encoder and VAE in one file)"
+
+
 def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str:
     """A short description such as 'a VAE' or 'a text encoder (CLIP)'."""
     if not keys:
@@ -25,6 +45,10 @@ def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str
 
     def has(pattern: str) -> bool:
         return _first(keys, pattern) is not None
+
+    full = describe_full_checkpoint(keys)
+    if full:
+        return full
 
     def width(pattern: str, dim: int) -> int | None:
         key = _first(keys, pattern)
@@ -37,6 +61,8 @@ def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str
         return "a HunyuanImage-2.1 diffusion model (DiT)"
     if has(r"context_embedder\.token_refiner\.") and has(r"transformer_blocks\.\d+\."):
         return "a HunyuanImage-2.1 diffusion model (DiT, diffusers layout)"
+    if has(r"(^|\.)decoder\.conv_in\.") and not has(r"(^|\.)encoder\."):
+        return "a VAE decoder alone (no encoder weights; a decode-only export)"
     if has(r"(^|\.)decoder\.conv_in\.") or has(r"(^|\.)encoder\.down\.\d") or has(r"(^|\.)encoder\.down_blocks\.\d"):
         return "a VAE"
     if has(r"input_blocks\.\d+\.\d+\.") and has(r"output_blocks\."):

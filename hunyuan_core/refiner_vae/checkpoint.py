@@ -22,7 +22,7 @@ import torch
 from ..checkpoints.complete import damaged
 from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile
-from ..checkpoints.identify import describe_checkpoint, describe_foreign_vae
+from ..checkpoints.identify import describe_checkpoint, describe_foreign_vae, describe_full_checkpoint
 from ..checkpoints.meta import meta_shapes
 from ..checkpoints.vae_layouts import DIFFUSERS, LEAF_NAMES, ORIGINAL, VAEFormat, VAELoader, diffusers_mid_name
 from ..checkpoints.views import NamedView, names_under, prefix_before
@@ -117,6 +117,9 @@ def _not_ours(file: TensorFile, what: str) -> RefinerVAECheckpointError:
 
 def _what_else(file: TensorFile, keys: list[str]) -> str:
     """Name a file without the refiner's anchor: the stage-1 VAE, another 2-D VAE, or whatever ``identify`` says."""
+    full = describe_full_checkpoint(keys)
+    if full:
+        return full
     prefix = prefix_before(keys, _STAGE1_ANCHOR)
     if prefix is None:
         return describe_checkpoint(keys, file.shape)

@@ -19,7 +19,7 @@ import torch
 
 from ..checkpoints.errors import CheckpointError
 from ..checkpoints.files import TensorFile
-from ..checkpoints.identify import describe_checkpoint, describe_foreign_vae
+from ..checkpoints.identify import describe_checkpoint, describe_foreign_vae, describe_full_checkpoint
 from ..checkpoints.meta import meta_shapes
 from ..checkpoints.vae_layouts import (
     DIFFUSERS,
@@ -149,6 +149,9 @@ def _not_ours(file: TensorFile, what: str) -> VAECheckpointError:
 def _resolve(file: TensorFile) -> tuple[str, str, set[str]]:
     """(layout, prefix, names without the prefix) of a stage-1 VAE file; refuse anything else, naming it."""
     keys = file.keys()
+    full = describe_full_checkpoint(keys)
+    if full:  # its VAE part would be found below, and named as if the file were only a VAE
+        raise _not_ours(file, full)
     prefix = prefix_before(keys, _ANCHOR)
     if prefix is None:
         prefix = prefix_before(keys, _ANCHOR_3D) or ""
