@@ -47,14 +47,18 @@ def check_dit_output(output: torch.Tensor, options: dict, timestep: torch.Tensor
     raise NonFiniteError(f"the DiT's output holds NaN or infinite values at {_step(options, timestep)}: {fix}")
 
 
-def check_step(latent: torch.Tensor, step: int, total: int, node: str) -> None:
-    """A sampling loop the pack runs itself (the refiner's): its latent after each step must be finite."""
-    if not is_finite(latent):
-        raise NonFiniteError(
-            f"{node}: the latent holds NaN or infinite values after step {step + 1} of {total}: a LoRA or model "
-            "patch too strong for this model (lower its strength or remove it), or a DiT file whose values are "
-            "finite but wrong (download it again)"
-        )
+def check_step(latent: torch.Tensor, step: int, total: int, node: str, vae_precision: str) -> None:
+    """A sampling loop the pack runs itself (the refiner's, which starts from its own VAE encode): its latent after
+    each step must be finite."""
+    if is_finite(latent):
+        return
+    causes = (
+        "a LoRA or model patch too strong for this model (lower its strength or remove it), or a DiT file whose "
+        "values are finite but wrong (download it again)"
+    )
+    if vae_precision in ("fp16", "float16"):  # the input image was encoded in fp16 first
+        causes = f"the fp16 VAE encode of the input image overflowing (set vae_precision to bf16 or fp32), {causes}"
+    raise NonFiniteError(f"{node}: the latent holds NaN or infinite values after step {step + 1} of {total}: {causes}")
 
 
 def check_latent(samples: torch.Tensor, node: str) -> None:
@@ -66,12 +70,16 @@ def check_latent(samples: torch.Tensor, node: str) -> None:
         )
 
 
-def check_image(image: torch.Tensor, node: str, precision: str, made: str = "decoding") -> None:
-    """An image (or latent) a VAE made in ``precision`` must be finite; fp16 overflow is the usual cause."""
+def check_image(
+    image: torch.Tensor, node: str, precision: str, made: str = "decoding", field: str = "precision", auto: bool = False
+) -> None:
+    """An image (or latent) a VAE made in ``precision`` must be finite; fp16 overflow is the usual cause. Images
+    come clamped to [0, 1], where infinity has become a saturated pixel: what is left to find is NaN (black)."""
     if is_finite(image):
         return
     if precision in ("fp16", "float16"):
-        fix = f"{made} in fp16 overflowed: set {node}'s precision to bf16 or fp32"
+        chosen = " (what auto picks on a GPU)" if auto else ""
+        fix = f"{made} in fp16{chosen} overflowed: set {node}'s {field} to bf16 or fp32"
     else:
         fix = "the VAE file's values are wrong (download it again) or its input holds extreme values"
     raise NonFiniteError(f"{node}: {made} gave NaN or infinite values: {fix}")

@@ -110,8 +110,11 @@ class HunyuanImage21Refiner(io.ComfyNode):
         images = refine_image(
             dit, refiner_vae.model, text_encoders.qwen.model, image, prompt, seed, settings,
             prepare=lambda module: management.load(patchers[id(module)]),
-            callback=lambda i, total, x, x0: (check_step(x, i, total, NODE), progress(i, x0, x, total)),
+            callback=lambda i, total, x, x0: (
+                check_step(x, i, total, NODE, settings.vae_precision),
+                progress(i, x0, x, total),
+            ),
             output_device=mm.intermediate_device(),
         )  # fmt: skip
-        check_image(images, NODE, settings.vae_precision)
+        check_image(images, NODE, settings.vae_precision, field="vae_precision", auto=vae_precision == AUTO)
         return io.NodeOutput(images)

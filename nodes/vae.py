@@ -119,7 +119,7 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
             vae.model, latent["samples"], precision=chosen,
             batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),
         )  # fmt: skip
-        check_image(images, DECODE_NODE, chosen)
+        check_image(images, DECODE_NODE, chosen, auto=precision == AUTO)
         return io.NodeOutput(images)
 
 

@@ -39,6 +39,6 @@ def non_finite_problem(name: str, stored: torch.Tensor, loaded: torch.Tensor) ->
             "load it in bf16 or fp32 instead"
         )
     return (
-        f"tensor {name} holds NaN or infinite values: the file is damaged (an interrupted download or a broken "
-        "conversion); download it again"
+        f"tensor {name} holds NaN or infinite values: the file is damaged (a broken conversion or merge, or a "
+        "corrupted copy); download it again"
     )
