@@ -14,6 +14,7 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
+from .interrupt import make_interruptible
 from .quantized_patching import with_quantized_patching
 
 HOST_TOKENIZERS = os.path.join(os.path.dirname(os.path.realpath(comfy.model_patcher.__file__)), "text_encoders")
@@ -59,6 +60,8 @@ def patch(model: torch.nn.Module, role: str) -> comfy.model_patcher.ModelPatcher
         "vae": (mm.vae_device, mm.vae_offload_device),
     }
     load_device, offload_device = (f() for f in devices[role])
+    if role in ("text", "vae"):  # Cancel within a layer of text encoding or a block of decoding, not at the end
+        make_interruptible(model)
     archive = getattr(mm, "archive_model_dtypes", None)
     if archive is not None:
         archive(model)

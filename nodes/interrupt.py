@@ -1,0 +1,31 @@
+"""Cancel that reaches inside long node work: ComfyUI's interrupt checked at every block of a model.
+
+ComfyUI's samplers check its interrupt flag between steps; anything else (text encoding, VAE decode and encode, the
+refiner's VAE) ran to the end of its node after the user pressed Cancel. Every element of every ``ModuleList`` in a
+model (transformer layers, VAE levels and ResNet blocks) gets a forward pre-hook that raises ComfyUI's interrupt,
+so a cancel takes effect within one block. The DiT is left to the sampler's per-step check (hooks inside its blocks
+would split a compiled graph).
+"""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+from torch import nn
+
+MARK = "hy21_interruptible"
+
+
+def _check_interrupt(*_) -> None:
+    mm.throw_exception_if_processing_interrupted()
+
+
+def make_interruptible(model: nn.Module) -> nn.Module:
+    """Check ComfyUI's interrupt before each block of ``model`` (once per model; cheap: one flag read a block)."""
+    if getattr(model, MARK, False):
+        return model
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                block.register_forward_pre_hook(_check_interrupt)
+    object.__setattr__(model, MARK, True)
+    return model
