@@ -47,3 +47,17 @@ def build(cls: type, *args: Any, **kwargs: Any) -> Any:
 def aliases(*words: str) -> list[str]:
     """Search aliases for one node: the pack's names plus ``words`` (what the node is called elsewhere)."""
     return [*PACK_ALIASES, *words]
+
+
+def show_text(node_id: str | None, text: str) -> None:
+    """Show ``text`` on the node in the web UI (ComfyUI's progress text, as its own image-size nodes do); a no-op
+    where the host has no UI server (tests importing the nodes, API-only embeddings)."""
+    if node_id is None:
+        return
+    try:
+        from server import PromptServer  # ComfyUI's own module, present when the server runs
+    except ImportError:
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is not None and hasattr(instance, "send_progress_text"):
+        instance.send_progress_text(text, node_id)

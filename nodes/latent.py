@@ -78,6 +78,7 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(tooltip="Zero latent with 64 channels at 1/32 of the image size.")],
             search_aliases=host.aliases("empty latent image", "resolution", "image size", "2k"),
+            hidden=[io.Hidden.unique_id],  # to show the below-2K note on the node
         )
 
     @classmethod
@@ -92,11 +93,11 @@ class HunyuanImage21EmptyLatent(io.ComfyNode):
         widgets.require(resolution.size_problem(width, height))
         shape = resolution.latent_shape(width, height, batch_size)
         if resolution.below_trained_range(width, height):
-            log.warning(
-                "HunyuanImage-2.1: %dx%d is below the model's trained 2K range (smallest official size "
-                "2560x1536); expect lower quality. Use a 2K preset for the official results.",
-                width,
-                height,
+            note = (
+                f"{width}x{height} is below the model's trained 2K range (smallest official size 2560x1536): expect "
+                "lower quality. Use a 2K preset for the official results."
             )
+            log.warning("HunyuanImage-2.1: %s", note)
+            host.show_text(cls.hidden.unique_id, note)  # on the node itself, not only in the server log
         latent = torch.zeros(shape, device=comfy.model_management.intermediate_device())
         return io.NodeOutput({"samples": latent})

@@ -64,10 +64,14 @@ def test_native_nodes_consume_our_latent(comfy):
     assert tuple(saved_latent(comfy, comfy.run(prompt).raise_for_error()).shape) == (2, 64, 56, 72)
 
 
-def test_below_2k_is_allowed_with_a_warning(comfy, comfy_host):
+def test_below_2k_is_allowed_with_a_warning_on_the_node(comfy, comfy_host):
+    """The warning reaches the user: shown on the node in the web UI (ComfyUI's progress text), and in the log."""
     result = comfy.run(latent_prompt("custom", 1024, 1024, prefix="small")).raise_for_error()
     assert tuple(saved_latent(comfy, result).shape) == (1, 64, 32, 32)
     assert "1024x1024 is below the model's trained 2K range" in comfy_host.log_text()
+    shown = [e["data"] for e in result.events if e["type"] == "progress_text"]
+    note = "1024x1024 is below the model's trained 2K range"
+    assert any(d["node"] == "1" and note in d["text"] for d in shown), shown
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import time
 import urllib.error
 import urllib.parse
@@ -16,6 +17,18 @@ import websocket
 
 EventCallback = Callable[[dict[str, Any]], None]
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+TEXT_EVENT = 3  # ComfyUI's binary event type for a node's progress text
+
+
+def progress_text(frame: bytes) -> dict[str, Any] | None:
+    """A binary websocket frame as a ``progress_text`` event (``data``: node, text), or None for previews."""
+    if len(frame) < 8 or struct.unpack(">I", frame[:4])[0] != TEXT_EVENT:
+        return None
+    (length,) = struct.unpack(">I", frame[4:8])
+    node = frame[8 : 8 + length].decode("utf-8")
+    return {"type": "progress_text", "data": {"node": node, "text": frame[8 + length :].decode("utf-8")}}
 
 
 class PromptRejectedError(Exception):
@@ -132,7 +145,10 @@ class ComfyClient:
                 if self.history(prompt_id):  # finished while we were not listening
                     return events
                 continue
-            if not isinstance(raw, str):  # binary frames are latent previews
+            if not isinstance(raw, str):  # binary frames: latent previews, and text a node shows on itself
+                text = progress_text(raw)
+                if text is not None:
+                    events.append(text)
                 continue
             event = json.loads(raw)
             data = event.get("data") or {}
