@@ -50,6 +50,7 @@ from hunyuan_core.checkpoints.meta import on_meta  # noqa: E402
 from hunyuan_core.checkpoints.quantized import QuantizedLinear  # noqa: E402
 from hunyuan_core.dit import DiTConfig, HunyuanImageDiT  # noqa: E402
 from hunyuan_core.dit.checkpoint import official_fp8_weights  # noqa: E402
+from hunyuan_core.memory import single_block_stages  # noqa: E402
 from hunyuan_core.variants import get_variant  # noqa: E402
 
 GIB = 1024**3
@@ -191,22 +192,6 @@ def resident_bytes(variant: str = "base", formats: tuple[str, ...] = FORMATS) ->
 
 
 # --- the working set of one forward ---------------------------------------------------------------------------
-
-
-def single_block_stages(cfg: DiTConfig) -> dict[str, int]:
-    """Live activation elements per token at the steps of ``SingleStreamBlock.forward`` that bound its peak.
-
-    h = hidden, m = MLP width; ``linear1`` gives [q, k, v, mlp] (3h + m), q and k are normed and roped (new
-    tensors), v and the mlp part stay views of linear1's output until the block returns.
-    """
-    h, m = cfg.hidden_size, cfg.mlp_hidden
-    return {
-        "linear1 in": h + h,  # x, the modulated norm of x
-        "linear1 out": h + h + (3 * h + m),
-        "attention + gelu, cat": h + (3 * h + m) + 2 * h + h + m + (h + m),  # x, l1, q, k, attn, gelu(mlp), cat
-        "linear2 in": h + (3 * h + m) + 2 * h + (h + m),  # attn and gelu freed once concatenated
-        "linear2 out": h + (3 * h + m) + 2 * h + (h + m) + h,
-    }
 
 
 def measured_peak(run) -> int:

@@ -7,16 +7,48 @@ ComfyUI's own sampler, so model patches, previews, interrupts and inpainting mas
 from __future__ import annotations
 
 import comfy.model_management as mm
+import torch
 from comfy_api.latest import io
 
+from ..hunyuan_core.memory import GIB, image_tokens, largest_square, step_activation_bytes
+from ..hunyuan_core.resolution import SPATIAL_COMPRESSION
 from ..hunyuan_core.sampling import NOISE_MODES, make_noise, plan_sampling
 from ..hunyuan_core.variants import BASE, DISTILLED, STAGE1_LATENT
 from . import host, widgets
 from .finite_checks import check_latent
 from .guider import HunyuanGuider, sample_with_guider
-from .model import patched_shift, stage1_variant
+from .model import pack_dit, patched_shift, stage1_variant
 
 OFFICIAL_VALUES = "the model's official value"
+
+
+LARGE_STEP = 2 * GIB  # above this a step's activation estimate is shown on the node
+
+
+def fits_on_device(model, samples: torch.Tensor, positive: list) -> str | None:
+    """Refuse a size whose DiT step cannot fit the device even with every weight streamed (activations cannot
+    stream), naming the largest square that fits; for a large one that fits, the estimate to show on the node."""
+    dit = pack_dit(model)
+    if dit is None:  # ComfyUI's own model: ComfyUI's own estimate applies
+        return None
+    height, width = samples.shape[-2] * SPATIAL_COMPRESSION, samples.shape[-1] * SPATIAL_COMPRESSION
+    text = max((c[0].shape[1] for c in positive), default=0)
+    dtype_bytes = torch.tensor([], dtype=dit.compute_dtype).element_size()
+    need = step_activation_bytes(dit.config, image_tokens(width, height), text, 1, dtype_bytes)
+    device = getattr(model, "load_device", None) or mm.get_torch_device()
+    total = mm.get_total_memory(device)
+    if need > total:
+        side = largest_square(dit.config, total, text, 1, dtype_bytes)
+        raise ValueError(
+            f"{width}x{height} needs about {need / GIB:.1f} GiB of activations for each DiT step, more than this "
+            f"device's {total / GIB:.1f} GiB even with the weights streamed: use a smaller size (the largest square "
+            f"that fits is {side}x{side}; the official sizes are 2K)"
+        )
+    if need > LARGE_STEP:
+        return (
+            f"{width}x{height}: about {need / GIB:.1f} GiB of activations per DiT step (device: {total / GIB:.1f} GiB)"
+        )
+    return None
 
 
 def check_stage1_latent(variant: str, samples) -> None:
@@ -83,6 +115,7 @@ class HunyuanImage21Sampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent, ready for VAE decode.")],
             search_aliases=host.aliases("ksampler", "sampler", "apg", "meanflow", "text to image"),
+            hidden=[io.Hidden.unique_id],  # to show a large size's memory estimate on the node
         )  # fmt: skip
 
     @classmethod
@@ -104,6 +137,9 @@ class HunyuanImage21Sampler(io.ComfyNode):
         samples = latent["samples"]
         check_stage1_latent(variant, samples)
         check_latent(samples, "HunyuanImage 2.1 Sampler")
+        note = fits_on_device(model, samples, positive)
+        if note:
+            host.show_text(cls.hidden.unique_id, note)
         custom = sigmas is not None
         plan = plan_sampling(
             variant, steps=None if custom else widgets.or_official(steps),
