@@ -41,6 +41,18 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def modulated(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """A block's layer input: ``x`` normed and modulated, in the compute dtype (the modulation's). Only differs from
+    ``modulate(layer_norm(x), ...)`` when the residual stream ``x`` is kept in float32 around fp16 layers."""
+    return modulate(layer_norm(x), shift, scale).to(shift.dtype)
+
+
+def gated(gate: torch.Tensor, out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``gate * out`` for the residual add, multiplied in the residual stream's dtype (float32 around fp16 layers,
+    where the product could overflow; the same dtype otherwise, so nothing changes)."""
+    return gate.unsqueeze(1).to(residual.dtype) * out
+
+
 def split_heads(x: torch.Tensor, parts: int, heads: int) -> list[torch.Tensor]:
     """``[B, L, parts*heads*D]`` -> ``parts`` tensors ``[B, L, heads, D]``."""
     return list(x.unflatten(-1, (parts, heads, -1)).unbind(2))
@@ -63,7 +75,8 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_mlp", Mlp(hidden, mlp_hidden, gelu_tanh, operations=operations, **kw))
 
     def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
-        q, k, v = split_heads(getattr(self, f"{stream}_attn_qkv")(modulate(layer_norm(x), shift, scale)), 3, self.heads)
+        qkv = getattr(self, f"{stream}_attn_qkv")(modulated(x, shift, scale))
+        q, k, v = split_heads(qkv, 3, self.heads)
         q = getattr(self, f"{stream}_attn_q_norm")(q)
         k = getattr(self, f"{stream}_attn_k_norm")(k)
         return q, k, v
@@ -76,10 +89,10 @@ class DoubleStreamBlock(nn.Module):
         iq, ik = apply_rope(iq, *rope), apply_rope(ik, *rope)
         out = prefix_attention(torch.cat([iq, tq], 1), torch.cat([ik, tk], 1), torch.cat([iv, tv], 1), valid, attn)
         img_attn, txt_attn = out[:, : img.shape[1]], out[:, img.shape[1] :]
-        img = img + i_gate1.unsqueeze(1) * self.img_attn_proj(img_attn)
-        img = img + i_gate2.unsqueeze(1) * self.img_mlp(modulate(layer_norm(img), i_shift2, i_scale2))
-        txt = txt + t_gate1.unsqueeze(1) * self.txt_attn_proj(txt_attn)
-        txt = txt + t_gate2.unsqueeze(1) * self.txt_mlp(modulate(layer_norm(txt), t_shift2, t_scale2))
+        img = img + gated(i_gate1, self.img_attn_proj(img_attn), img)
+        img = img + gated(i_gate2, self.img_mlp(modulated(img, i_shift2, i_scale2)), img)
+        txt = txt + gated(t_gate1, self.txt_attn_proj(txt_attn), txt)
+        txt = txt + gated(t_gate2, self.txt_mlp(modulated(txt, t_shift2, t_scale2)), txt)
         return img, txt
 
 
@@ -100,13 +113,13 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x, vec, img_len, rope, valid, attn: AttentionFn = sdpa):
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
+        qkv, mlp = self.linear1(modulated(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
         q, k, v = split_heads(qkv, 3, self.heads)
         q, k = self.q_norm(q), self.k_norm(k)
         q = torch.cat([apply_rope(q[:, :img_len], *rope), q[:, img_len:]], 1)
         k = torch.cat([apply_rope(k[:, :img_len], *rope), k[:, img_len:]], 1)
         out = self.linear2(torch.cat([prefix_attention(q, k, v, valid, attn), gelu_tanh(mlp)], -1))
-        return x + gate.unsqueeze(1) * out
+        return x + gated(gate, out, x)
 
 
 class TokenRefinerBlock(nn.Module):
@@ -197,4 +210,4 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec).chunk(2, dim=-1)
-        return self.linear(modulate(layer_norm(x), shift, scale))
+        return self.linear(modulated(x, shift, scale))

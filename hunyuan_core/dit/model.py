@@ -50,6 +50,12 @@ def trim_padding(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return states[:, :keep], mask[:, :keep]
 
 
+# With fp16 layers (GPUs without bf16: Turing, Pascal), the residual stream between blocks grows past fp16's 65504 and
+# turns into inf / NaN (a black image). It is kept in float32 there, each layer still running in fp16 on its
+# normed input; in bf16 and float32 nothing changes (the official arithmetic).
+FP16_RESIDUAL = torch.float32
+
+
 class HunyuanImageDiT(nn.Module):
     """The HunyuanImage-2.1 MM-DiT (base, distilled or refiner, per ``cfg``).
 
@@ -142,8 +148,9 @@ class HunyuanImageDiT(nn.Module):
         t = t.reshape(-1).expand(batch) if t.numel() == 1 else t
         vec = self.conditioning(t, _per_sample(guidance, batch), _per_sample(timestep_r, batch), dtype)
         text_in = self.text_tokens(t, text, text_mask, byt5, byt5_mask, dtype)
-        img = self.img_in(x.to(dtype))
-        txt = text_in.tokens
+        residual = FP16_RESIDUAL if dtype == torch.float16 else dtype
+        img = self.img_in(x.to(dtype)).to(residual)
+        txt = text_in.tokens.to(residual)
         img_len = img.shape[1]
         rope = rope_tables(grid, self.config.rope_axes, self.config.rope_theta, x.device)
         valid = [img_len + n for n in text_in.valid]
