@@ -111,8 +111,7 @@ class HunyuanImage21Refiner(io.ComfyNode):
             dit, refiner_vae.model, text_encoders.qwen.model, image, prompt, seed, settings,
             prepare=lambda module: management.load(patchers[id(module)]),
             callback=lambda i, total, x, x0: (
-                check_step(x, i, total, NODE, settings.vae_precision),
-                progress(i, x0, x, total),
+                check_step(x, i, total, NODE, settings.vae_precision), progress(i, x0, x, total)
             ),
             output_device=mm.intermediate_device(),
         )  # fmt: skip
