@@ -1,10 +1,11 @@
 """Cancel that reaches inside long node work: ComfyUI's interrupt checked at every block of a model.
 
 ComfyUI's samplers check its interrupt flag between steps; anything else (text encoding, VAE decode and encode, the
-refiner's VAE) ran to the end of its node after the user pressed Cancel. Every element of every ``ModuleList`` in a
-model (transformer layers, VAE levels and ResNet blocks) gets a forward pre-hook that raises ComfyUI's interrupt,
-so a cancel takes effect within one block. The DiT is left to the sampler's per-step check (hooks inside its blocks
-would split a compiled graph).
+refiner's VAE) ran to the end of its node after the user pressed Cancel. Every module of a model that owns weights
+(each linear, convolution and norm) gets a forward pre-hook that raises ComfyUI's interrupt, so a cancel takes
+effect before the next layer runs: one flag read per layer, nothing next to the layer's own work
+(``bench/bench_interrupt.py`` measures the latency). The DiT is left to the sampler's per-step check (hooks inside
+its blocks would split a compiled graph).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ def _check_interrupt(*_) -> None:
 
 
 def make_interruptible(model: nn.Module) -> nn.Module:
-    """Check ComfyUI's interrupt before each block of ``model`` (once per model; cheap: one flag read a block)."""
+    """Check ComfyUI's interrupt before each weighted layer of ``model`` (once per model)."""
     if getattr(model, MARK, False):
         return model
     for module in model.modules():
-        if isinstance(module, nn.ModuleList):
-            for block in module:
-                block.register_forward_pre_hook(_check_interrupt)
+        if (
+            next(module.parameters(recurse=False), None) is not None
+            or next(module.buffers(recurse=False), None) is not None
+        ):
+            module.register_forward_pre_hook(_check_interrupt)
     object.__setattr__(model, MARK, True)
     return model

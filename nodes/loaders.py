@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -16,10 +18,13 @@ from . import host, management, widgets
 from .model import wrap_dit
 from .types import VAE, RefinerVAE, TextEncoderBundle, TextEncoders
 
-WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp8_e4m3fn": "fp8", "fp8_e4m3fn_fast": "fp8_fast"}
+WEIGHT_DTYPES = {
+    "auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": "fp8", "fp8_e4m3fn_fast": "fp8_fast",
+}  # fmt: skip
 WEIGHT_DTYPE_CHOICES = tuple(WEIGHT_DTYPES)  # the weight_dtype menu and its check
 QWEN_WEIGHT_DTYPE_CHOICES = ("auto", "fp8_e4m3fn")
 NO_GLYPH = "none"
+log = logging.getLogger(__name__)
 
 
 class HunyuanImage21DiTLoader(io.ComfyNode):
@@ -50,10 +55,11 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
                     WEIGHT_DTYPE_CHOICES,
                     default="auto",
                     tooltip=(
-                        "auto keeps the file's precision (fp8 and GGUF files stay as they are). fp8_e4m3fn stores a "
-                        "bf16 file's block weights in fp8 like the official fp8 release: half the memory, slight "
-                        "quality cost. fp8_e4m3fn_fast also runs those layers as fp8 matmuls on GPUs that have them "
-                        "(RTX 40xx, H100 and newer): faster, activations rounded to fp8 too, not the official math."
+                        "auto keeps the file's precision (fp8 and GGUF files stay as they are) and computes in fp16 on "
+                        "GPUs without bf16 (GTX 10xx, RTX 20xx, T4). fp16: that fp16 path anywhere. fp8_e4m3fn "
+                        "stores a bf16 file's block weights in fp8 like the official fp8 release: half the memory, "
+                        "slight quality cost. fp8_e4m3fn_fast also runs those layers as fp8 matmuls on GPUs that have "
+                        "them (RTX 40xx, H100 and newer): faster, activations rounded to fp8 too, not official math."
                     ),
                 ),
             ],
@@ -76,9 +82,12 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
         widgets.require(widgets.choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPE_CHOICES))
         path = management.resolve("diffusion_models", dit_name)
         choice = WEIGHT_DTYPES[weight_dtype]
+        fallback = management.no_bf16_dtype()  # GPUs without bf16 compute in fp16 (residual stream in fp32)
+        if fallback is not None and choice != torch.bfloat16:
+            log.info("HunyuanImage-2.1: this GPU has no native bf16; the DiT computes in fp16")
         model = load_dit(
             path,
-            dtype=choice if isinstance(choice, torch.dtype) else None,
+            dtype=choice if isinstance(choice, torch.dtype) else fallback,
             operations=management.operations(),
             quantize_fp8=choice in ("fp8", "fp8_fast"),
             fp8_matmul=choice == "fp8_fast",

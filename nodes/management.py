@@ -68,6 +68,15 @@ def patch(model: torch.nn.Module, role: str) -> comfy.model_patcher.ModelPatcher
     return with_quantized_patching(patcher_class())(model, load_device=load_device, offload_device=offload_device)
 
 
+def no_bf16_dtype() -> torch.dtype | None:
+    """fp16 where the diffusion device is a CUDA GPU without native bf16 (Turing, Pascal and older: bf16 there is
+    emulated and slow, or missing), for the DiT loader's ``auto``; None elsewhere (the file's own precision)."""
+    device = mm.get_torch_device()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return None
+
+
 def load(*patchers: comfy.model_patcher.ModelPatcher | None) -> None:
     """Have ComfyUI bring these models to their device right before use (partially, evicting others, as needed)."""
     mm.load_models_gpu([p for p in patchers if p is not None])

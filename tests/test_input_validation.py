@@ -59,7 +59,7 @@ def assert_only_input(errors: dict, node: str, field: str) -> list[str]:
 
 # (workflow, node, input, the valid choices in menu order): every combo of the pack that is not a file choice
 COMBOS = [
-    ("distilled", LOADER, "weight_dtype", ("auto", "bf16", "fp8_e4m3fn", "fp8_e4m3fn_fast")),
+    ("distilled", LOADER, "weight_dtype", ("auto", "bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_fast")),
     ("distilled", TEXT_ENCODERS, "qwen_weight_dtype", ("auto", "fp8_e4m3fn")),
     ("distilled", LATENT, "size", (*(p.label for p in OFFICIAL_SIZES), CUSTOM_SIZE)),
     ("distilled", SAMPLER, "guidance_mode", ("auto", *MODES)),
