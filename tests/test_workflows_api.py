@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -342,3 +343,33 @@ def test_bad_input_is_refused_then_the_next_prompt_runs(comfy, case, node, chang
         if found.groups():  # the token count: the 5000 words plus the template's closing token
             assert int(found.group(1)) >= 5000
     expect_next_prompt_runs(comfy, seed=700 + len(case))  # a fresh seed per case: it must really run
+
+
+def test_interrupt_during_vae_decode_then_next_prompt_succeeds(comfy):
+    """Cancel while the pack's VAE decodes a 1024x1024 latent (seconds on the CPU with the tiny VAE): the decode
+    stops at its next layer instead of running to its end (tests/test_interrupt.py shows where it stops)."""
+    graph = {
+        "3": workflow("distilled")["3"],
+        "5": {"class_type": "HunyuanImage21EmptyLatent",
+              "inputs": {"size": "custom", "width": 1024, "height": 1024, "batch_size": 1}},
+        "7": {"class_type": "HunyuanImage21VAEDecode",
+              "inputs": {"vae": ["3", 0], "latent": ["5", 0], "precision": "fp32", "batch_slice": 0, "tile_size": 0}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "hy21_tests/cancel"}},
+    }  # fmt: skip
+    sent: list[float] = []
+
+    def interrupt_when_decoding(event: dict) -> None:
+        if not sent and event["type"] == "executing" and event["data"].get("node") == "7":
+            sent.append(time.monotonic())
+            comfy.interrupt()
+
+    result = comfy.run(graph, timeout=300, on_event=interrupt_when_decoding)
+    assert sent, "the decode never started"
+    assert result.status == "interrupted", f"expected an interruption, got {result.status}: {result.error}"
+    history = comfy.history(result.prompt_id)["status"]["messages"]
+    (event,) = [data for name, data in history if name == "execution_interrupted"]
+    assert event["node_type"] == "HunyuanImage21VAEDecode"
+    assert "8" not in result.outputs
+
+    after = comfy.run(workflow("distilled", seed=101)).raise_for_error()
+    assert image_of(comfy, after).shape == (HEIGHT, WIDTH, 3)
