@@ -117,6 +117,9 @@ BAD_FILES = [
      "encoder and VAE in one file)"),
     ("vae_decoder_only.safetensors", lambda: decoder_only(comfy_org(random_state(TINY))),
      "a VAE decoder alone (no encoder weights"),
+    ("some_lora.safetensors", lambda: {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 8),
+                                       "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.zeros(24, 4)},
+     "a LoRA (changes to a model, not a model): put it in models/loras and apply it with a LoRA loader"),
 ]  # fmt: skip
 
 

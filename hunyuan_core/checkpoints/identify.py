@@ -49,6 +49,8 @@ def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str
     full = describe_full_checkpoint(keys)
     if full:
         return full
+    if has(r"\.(lora_up|lora_down|lora_A|lora_B)\.weight$") or has(r"\.(hada_w1_a|lokr_w1|lokr_w2)$"):
+        return "a LoRA (changes to a model, not a model): put it in models/loras and apply it with a LoRA loader"
 
     def width(pattern: str, dim: int) -> int | None:
         key = _first(keys, pattern)
