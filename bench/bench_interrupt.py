@@ -1,7 +1,7 @@
 """Benchmark: how long after Cancel the pack's text encoding and VAE decode stop, inside the hosted ComfyUI.
 
 ComfyUI's ``POST /interrupt`` sets its interrupt flag (``comfy.model_management.interrupt_current_processing``);
-the pack checks that flag before every block of its text encoders and VAEs (``nodes/interrupt.py``, applied by
+the pack checks that flag before every weighted layer of its text encoders and VAEs (``nodes/interrupt.py``, applied by
 ``management.patch`` for the roles "text" and "vae"). This measures, in-process, the time from setting the flag to
 ``InterruptProcessingException`` reaching the thread doing the work:
 
@@ -17,7 +17,7 @@ the pack checks that flag before every block of its text encoders and VAEs (``no
 Both are wrapped by ``management.patch`` and loaded with ``management.load`` as the nodes do. For each: one
 uninterrupted warm-up run, one uninterrupted run that stamps every interrupt check (its duration "full"; "block max",
 the longest time between two checks counting the lead from the start to the first check: the bound on the latency;
-"tail", the time after the last check, which includes the last block and which Cancel cannot stop), then
+"tail", the time after the last check, which includes the last layer and which Cancel cannot stop), then
 ``--repeats`` runs in a worker thread with the flag set ``--after`` seconds into the run or, by default, at 0.3
 ... 0.7 of the time to the last check (half of it for a single repeat). ``--width tiny`` is a smoke test on
 narrow models (seconds); ``--device cuda`` runs on the GPU (text in bf16), where the check stamps wait for the
@@ -177,10 +177,10 @@ def vae_work(folder: Path, width: str, latent: int) -> Work:
 
 
 def blocks_of(model) -> list:
-    """What ``make_interruptible`` hooks: every element of every ModuleList (the pack's checks run before these)."""
-    from torch import nn
+    """What ``make_interruptible`` hooks (the pack's checks run before these)."""
+    from hy21_pack.nodes.interrupt import interrupt_points
 
-    return [b for m in model.modules() if isinstance(m, nn.ModuleList) for b in m]
+    return interrupt_points(model)
 
 
 def reference_run(work: Work, cuda: bool) -> dict:

@@ -20,15 +20,21 @@ def _check_interrupt(*_) -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+def interrupt_points(model: nn.Module) -> list[nn.Module]:
+    """The modules the interrupt is checked before: every module that owns a parameter or a buffer."""
+    return [
+        module
+        for module in model.modules()
+        if next(module.parameters(recurse=False), None) is not None
+        or next(module.buffers(recurse=False), None) is not None
+    ]
+
+
 def make_interruptible(model: nn.Module) -> nn.Module:
     """Check ComfyUI's interrupt before each weighted layer of ``model`` (once per model)."""
     if getattr(model, MARK, False):
         return model
-    for module in model.modules():
-        if (
-            next(module.parameters(recurse=False), None) is not None
-            or next(module.buffers(recurse=False), None) is not None
-        ):
-            module.register_forward_pre_hook(_check_interrupt)
+    for module in interrupt_points(model):
+        module.register_forward_pre_hook(_check_interrupt)
     object.__setattr__(model, MARK, True)
     return model
