@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .custom_sampling import HunyuanImage21Guider, HunyuanImage21Scheduler
+from .interrupt import check_loads
 from .latent import HunyuanImage21EmptyLatent
 from .loaders import (
     HunyuanImage21DiTLoader,
@@ -43,4 +44,5 @@ class HunyuanImage21Extension(ComfyExtension):
         # Called by every ComfyUI release with V3 nodes (``on_load`` is not, in 0.3.75): ComfyUI's own LoRA loaders
         # learn the pack DiT's LoRA names here.
         extend_host_key_map()
+        check_loads()  # Cancel stops a model load between two modules
         return list(NODE_CLASSES)

@@ -1,4 +1,5 @@
-"""Cancel that reaches inside long node work: ComfyUI's interrupt checked at every block of a model.
+"""Cancel that reaches inside long node work: ComfyUI's interrupt checked at every layer of a model, and between the
+modules a loader reads.
 
 ComfyUI's samplers check its interrupt flag between steps; anything else (text encoding, VAE decode and encode, the
 refiner's VAE) ran to the end of its node after the user pressed Cancel. Every module of a model that owns weights
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 from torch import nn
+
+from ..hunyuan_core.checkpoints.meta import add_load_check
 
 MARK = "hy21_interruptible"
 
@@ -28,6 +31,11 @@ def interrupt_points(model: nn.Module) -> list[nn.Module]:
         if next(module.parameters(recurse=False), None) is not None
         or next(module.buffers(recurse=False), None) is not None
     ]
+
+
+def check_loads() -> None:
+    """Cancel reaches model loading too: checked before each module a pack loader reads."""
+    add_load_check(_check_interrupt)
 
 
 def make_interruptible(model: nn.Module) -> nn.Module:

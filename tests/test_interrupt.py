@@ -1,4 +1,4 @@
-"""Cancel inside text encoding and VAE decode: ComfyUI's interrupt takes effect at the next block, not at the end.
+"""Cancel inside text encoding, VAE decode and model loading: ComfyUI's interrupt takes effect at the next layer.
 
 Inside the hosted ComfyUI (in-process, CPU): a tiny Qwen2.5-VL, ByT5 and stage-1 VAE handed to ComfyUI through the
 pack's ``management.patch`` (as the loaders do). A forward hook on one block sets ComfyUI's interrupt flag (what
@@ -84,6 +84,17 @@ for name, (make, role, run) in work.items():
     after = ran[ran.index(first) + 1 :] if first in ran else None
     result[name] = {"same": same, "outcome": outcome, "blocks": len(all_blocks), "ran_after": after,
                     "flag_cleared": cleared}
+
+from hy21_pack.nodes.interrupt import check_loads
+check_loads()
+mm.interrupt_current_processing(True)  # Cancel pressed while a model file is being read
+try:
+    vae()
+    result["load"] = "finished"
+except mm.InterruptProcessingException:
+    result["load"] = "interrupted"
+result["load_flag_cleared"] = not mm.processing_interrupted()
+result["load_after"] = type(vae()).__name__  # the next load runs
 """
 )
 
@@ -99,6 +110,11 @@ def test_interrupt_stops_at_the_next_block(results, name):
     assert r["blocks"] >= 2, r  # there is something left to stop
     assert r["outcome"] == "interrupted" and r["flag_cleared"], r
     assert r["ran_after"] == [], r  # the block after the one that saw the flag set never ran
+
+
+def test_interrupt_stops_a_model_load_and_the_next_load_runs(results):
+    assert results["load"] == "interrupted" and results["load_flag_cleared"], results
+    assert results["load_after"] == "HunyuanImageVAE", results
 
 
 @pytest.mark.parametrize("name", ["qwen", "byt5", "vae"])

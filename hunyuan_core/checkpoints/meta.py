@@ -96,6 +96,16 @@ def unfilled(model: nn.Module, names: Iterable[str]) -> list[str]:
     return left
 
 
+# Called before each module is read (a host registers its cancel check here: a 17B load is minutes from a disk).
+LOAD_CHECKS: list[Callable[[], None]] = []
+
+
+def add_load_check(check: Callable[[], None]) -> None:
+    """Have ``check`` called before each module a loader reads (once per callable); it may raise to stop the load."""
+    if check not in LOAD_CHECKS:
+        LOAD_CHECKS.append(check)
+
+
 def load_weights(
     model: nn.Module,
     names: Iterable[str],
@@ -119,6 +129,8 @@ def load_weights(
     """
     names = list(names)
     for module_name, leaves in _by_module(names).items():
+        for check in LOAD_CHECKS:
+            check()
         module = model.get_submodule(module_name)
         values = {leaf: read(_joined(module_name, leaf)) for leaf in leaves}
         weight = values.get("weight")
