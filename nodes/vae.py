@@ -14,6 +14,7 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
+from ..hunyuan_core.memory import GIB, vae_decode_bytes
 from ..hunyuan_core.vae import Tiling, decode_image, encode_image
 from ..hunyuan_core.vae_common import PRECISIONS as VAE_PRECISIONS
 from ..hunyuan_core.variants import STAGE1_LATENT, STAGE1_VAE_FILE
@@ -69,6 +70,30 @@ def device_precision(precision: str, vae) -> str:
     return "fp32" if vae.load_device.type == "cpu" else "fp16"
 
 
+LARGE_DECODE = 2 * GIB  # above this the decode's memory estimate is shown on the node
+
+
+def decode_fits(vae, samples: torch.Tensor, precision: str, batch_slice: int, tiled: bool) -> str | None:
+    """Refuse a one-piece decode that no device memory holds (naming tile_size and batch_slice), and say what a
+    large one costs; tiled decodes are bounded by their tile."""
+    if tiled:
+        return None
+    height, width = (side * vae.model.config.spatial_compression for side in samples.shape[-2:])
+    at_once = min(batch_slice or samples.shape[0], samples.shape[0])
+    dtype_bytes = 4 if precision == "fp32" else 2
+    need = at_once * vae_decode_bytes(vae.model.config.block_out_channels[0], width, height, dtype_bytes)
+    total = mm.get_total_memory(vae.load_device)
+    if need > total:
+        raise ValueError(
+            f"decoding {at_once} image(s) of {width}x{height} in {precision} at once needs about {need / GIB:.1f} GiB, "
+            f"more than this device's {total / GIB:.1f} GiB: set batch_slice to 1, decode in fp16/bf16, or set "
+            "tile_size (overlapped tiles, approximate)"
+        )
+    if need > LARGE_DECODE:
+        return f"decoding {width}x{height}: about {need / GIB:.1f} GiB (device: {total / GIB:.1f} GiB)"
+    return None
+
+
 class HunyuanImage21VAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -100,6 +125,7 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
             ],
             outputs=[io.Image.Output(tooltip="The decoded images, 0..1.")],
             search_aliases=host.aliases("vae decode", "decode latent", "tiled decode"),
+            hidden=[io.Hidden.unique_id],  # to show a large decode's memory estimate on the node
         )  # fmt: skip
 
     @classmethod
@@ -115,6 +141,9 @@ class HunyuanImage21VAEDecode(io.ComfyNode):
         management.load(vae)
         tiling = Tiling(tile=tile_size, overlap=tile_size // 4) if tile_size else None
         chosen = device_precision(precision, vae)
+        note = decode_fits(vae, latent["samples"], chosen, batch_slice, tiled=tiling is not None)
+        if note:
+            host.show_text(cls.hidden.unique_id, note)
         images = decode_image(
             vae.model, latent["samples"], precision=chosen,
             batch_size=batch_slice or None, tiling=tiling, output_device=mm.intermediate_device(),

@@ -105,3 +105,71 @@ def test_sampler_refuses_a_size_no_device_memory_holds_and_names_the_largest_tha
     side = fits + 64
     assert r["too_big"].startswith(f"refused: {side}x{side} needs about"), r
     assert f"the largest square that fits is {fits}x{fits}" in r["too_big"], r
+
+
+VAE_MEASURE = """
+import sys
+sys.path[:0] = [{root!r}, {bench!r}]
+import torch
+from common import CpuMeter
+from hunyuan_core.memory import vae_decode_bytes
+from hunyuan_core.vae import VAEConfig, decode_image
+from hunyuan_core.vae.model import HunyuanImageVAE
+torch.set_num_threads(2)
+meter = CpuMeter()
+cfg = VAEConfig()  # the official stage-1 VAE's widths, random weights
+vae = HunyuanImageVAE(cfg).eval()
+side = {side}
+z = torch.randn(1, cfg.latent_channels, side // 32, side // 32)
+peak = meter.added_by(lambda: decode_image(vae, z, precision="fp32"))
+print(peak / vae_decode_bytes(cfg.block_out_channels[0], side, side, 4))
+"""
+
+
+def test_vae_decode_estimate_matches_a_measured_decode():
+    """The official stage-1 VAE at full width decoding 384x384 in float32: measured peak / estimate."""
+    code = VAE_MEASURE.format(root=str(BENCH_DIR.parent), bench=str(BENCH_DIR), side=384)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ratio = float(out.stdout.strip().splitlines()[-1])
+    assert 0.75 <= ratio <= 1.1, ratio  # never much below: the estimate refuses sizes
+
+
+DECODE_PROBE = (
+    IMPORT_PACK
+    + """
+import torch
+sys.path[1:1] = [root]
+import comfy.model_management as mm
+from hy21_pack.hunyuan_core.checkpoints.meta import on_meta
+from hy21_pack.hunyuan_core.vae import VAEConfig
+from hy21_pack.hunyuan_core.vae.model import HunyuanImageVAE
+from hy21_pack.nodes import management
+from hy21_pack.nodes.vae import decode_fits
+
+vae = management.patch(on_meta(lambda: HunyuanImageVAE(VAEConfig())), "vae")  # full size, no memory
+total = mm.get_total_memory(vae.load_device)
+result = {}
+for name, side, precision, slice_, tiled in (
+    ("2k_fp32", 2048, "fp32", 0, False), ("8k_fp32", 8192, "fp32", 0, False), ("8k_tiled", 8192, "fp32", 0, True),
+    ("2k_x4_fp32", 2048, "fp32", 0, False), ("2k_x4_sliced", 2048, "fp32", 1, False),
+):
+    batch = 4 if "x4" in name else 1
+    latent = torch.zeros(batch, 64, side // 32, side // 32, device="meta")
+    try:
+        result[name] = decode_fits(vae, latent, precision, slice_, tiled) or "quiet"
+    except ValueError as exc:
+        result[name] = "refused: " + str(exc)
+result["total_gib"] = total / 2**30
+"""
+)
+
+
+def test_decode_refuses_what_no_device_memory_holds_and_shows_large_estimates():
+    r = run_in_comfyui(DECODE_PROBE)
+    assert r["8k_tiled"] == "quiet", r  # tiles bound the memory
+    assert r["8k_fp32"].startswith("refused: decoding 1 image(s) of 8192x8192 in fp32 at once needs about"), r
+    assert "set batch_slice to 1, decode in fp16/bf16, or set tile_size" in r["8k_fp32"], r
+    assert r["2k_fp32"].startswith("decoding 2048x2048: about 9.0 GiB"), r  # 4.5 x 128 x 4 B x 2048^2
+    assert r["2k_x4_sliced"] == r["2k_fp32"], r  # one image at a time
+    assert r["2k_x4_fp32"].startswith("refused: decoding 4 image(s)" if r["total_gib"] < 36 else "decoding"), r
