@@ -114,7 +114,7 @@ BAD_FILES = [
     ("refiner_vae.safetensors", refiner_vae_lookalike, "the HunyuanImage-2.1 refiner VAE"),
     ("dit.safetensors", lambda: random_dit_state(TINY_DIT), "a HunyuanImage-2.1 diffusion model (DiT)"),
     ("sd_xl_base_1.0.safetensors", lambda: full_sdxl_checkpoint(), "a full SDXL checkpoint (diffusion model, text "
-     "encoder and VAE in one file)"),
+     "encoder and VAE in one file; it belongs in models/checkpoints, for a checkpoint loader)"),
     ("vae_decoder_only.safetensors", lambda: decoder_only(comfy_org(random_state(TINY))),
      "a VAE decoder alone (no encoder weights"),
     ("some_lora.safetensors", lambda: {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 8),

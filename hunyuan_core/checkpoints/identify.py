@@ -35,7 +35,10 @@ def describe_full_checkpoint(keys: list[str]) -> str | None:
         family = "Flux-style"
     else:
         family = "another model's"
-    return f"a full {family} checkpoint (diffusion model, text encoder and VAE in one file)"
+    return (
+        f"a full {family} checkpoint (diffusion model, text encoder and VAE in one file; it belongs in "
+        "models/checkpoints, for a checkpoint loader)"
+    )
 
 
 def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str:
@@ -64,7 +67,7 @@ def describe_checkpoint(keys: list[str], shape_of: ShapeOf | None = None) -> str
     if has(r"context_embedder\.token_refiner\.") and has(r"transformer_blocks\.\d+\."):
         return "a HunyuanImage-2.1 diffusion model (DiT, diffusers layout)"
     if has(r"(^|\.)decoder\.conv_in\.") and not has(r"(^|\.)encoder\."):
-        return "a VAE decoder alone (no encoder weights; a decode-only export)"
+        return "a VAE decoder alone (no encoder weights; a decode-only export): pick the full VAE file"
     if has(r"(^|\.)decoder\.conv_in\.") or has(r"(^|\.)encoder\.down\.\d") or has(r"(^|\.)encoder\.down_blocks\.\d"):
         return "a VAE"
     if has(r"input_blocks\.\d+\.\d+\.") and has(r"output_blocks\."):
