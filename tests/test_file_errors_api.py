@@ -23,8 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_lora_api import BLOCK_LINEARS, RunsCodeWhenUnpickled, kohya, kohya_lora
 from test_vae_checkpoint import decoder_only, full_sdxl_checkpoint
-from test_workflows_api import SAMPLER, SAVE, expect_next_prompt_runs, image_of
-from test_workflows_api import workflow as shipped_workflow
+from test_workflows_api import SAMPLER, expect_next_prompt_runs, image_of, refused, saving_as
 from vae_files import official_ckpt
 
 from hunyuan_core.variants import GLYPH_FILE, STAGE1_VAE_FILE
@@ -33,7 +32,6 @@ from hy21_host.tiny_models import model_path
 pytestmark = pytest.mark.server
 
 DIT_LOADER, TEXT_LOADER, VAE_LOADER = "1", "2", "3"
-SHOWN_MODULE = "HunyuanImage21"  # the error type's module as dialogs show it (hunyuan_core/checkpoints/errors.py)
 
 SDXL_FILE = "hy21_test_sdxl_full_checkpoint.safetensors"
 DECODER_FILE = "hy21_test_vae_decoder_only.safetensors"
@@ -108,10 +106,7 @@ def files(comfy_host, tmp_path_factory):
 
 
 def workflow(case: str, seed: int) -> dict:
-    """The shipped distilled API twin at the small size, saving under a prefix of its own."""
-    graph = shipped_workflow("distilled", seed=seed)
-    graph[SAVE]["inputs"]["filename_prefix"] = f"hy21_tests/file_errors_{case}"
-    return graph
+    return saving_as(f"file_errors_{case}", seed)
 
 
 @dataclass(frozen=True)
@@ -158,27 +153,6 @@ CASES = {
          "): the file is damaged; download it again"),
     ),
 }  # fmt: skip
-
-
-def refused(comfy, comfy_host, graph: dict, node_id: str, error: str) -> str:
-    """Run ``graph``, which must fail at ``node_id`` with ``HunyuanImage21.<error>`` (no filesystem path in the
-    type), leave the message in /history and save no image; the message."""
-    result = comfy.run(graph)
-    assert result.status == "error", f"expected a failure at node {node_id}, got {result.status}"
-    assert result.error["node_id"] == node_id and result.error["node_type"] == graph[node_id]["class_type"]
-    shown = result.error["exception_type"]
-    assert shown == f"{SHOWN_MODULE}.{error}", shown
-    assert "/" not in shown and "\\" not in shown and str(comfy_host.base_dir) not in shown, shown
-    message = result.error["exception_message"]
-    entry = comfy.history(result.prompt_id)
-    (recorded,) = [data for name, data in entry["status"]["messages"] if name == "execution_error"]
-    assert recorded["exception_message"] == message, "/history lacks the message the websocket reported"
-    assert recorded["exception_type"] == shown
-    assert SAVE not in entry["outputs"]
-    prefix = graph[SAVE]["inputs"]["filename_prefix"].split("/")[-1]
-    saved = list((comfy_host.output_dir / "hy21_tests").glob(f"{prefix}*"))
-    assert not saved, f"a failed prompt saved {saved}"
-    return message
 
 
 # --- refused files ------------------------------------------------------------------------------------------------

@@ -22,8 +22,18 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_workflows_api import DECODE, HEIGHT, LATENT, SAMPLER, SAVE, WIDTH, expect_next_prompt_runs, image_of
-from test_workflows_api import workflow as shipped_workflow
+from test_workflows_api import (
+    DECODE,
+    HEIGHT,
+    LATENT,
+    SAMPLER,
+    SAVE,
+    WIDTH,
+    expect_next_prompt_runs,
+    image_of,
+    refused,
+    saving_as,
+)
 
 from hunyuan_core.variants import DISTILLED, STAGE1_VAE_FILE
 from hy21_host.tiny_models import model_path
@@ -106,10 +116,7 @@ def bad_files(comfy_host):
 
 
 def workflow(case: str, seed: int) -> dict:
-    """The shipped distilled API twin at the small size, saving under a prefix of its own."""
-    graph = shipped_workflow("distilled", seed=seed)
-    graph[SAVE]["inputs"]["filename_prefix"] = f"hy21_tests/non_finite_{case}"
-    return graph
+    return saving_as(f"non_finite_{case}", seed)
 
 
 def loaded_latent(graph: dict, latent: str, into: str) -> dict:
@@ -126,24 +133,6 @@ def decode_only(case: str, vae_name: str, latent: str, precision: str) -> dict:
     graph[VAE_LOADER]["inputs"]["vae_name"] = vae_name
     graph[DECODE]["inputs"]["precision"] = precision
     return loaded_latent(graph, latent, DECODE)
-
-
-def refused(comfy, comfy_host, graph: dict, node_id: str, error: str) -> str:
-    """Run ``graph``, which must fail at ``node_id`` (its own node type named) with an exception of class ``error``,
-    leave the message in /history and save no image; the message."""
-    result = comfy.run(graph)
-    assert result.status == "error", f"expected a failure at node {node_id}, got {result.status}"
-    assert result.error["node_id"] == node_id and result.error["node_type"] == graph[node_id]["class_type"]
-    assert result.error["exception_type"].split(".")[-1] == error, result.error["exception_type"]
-    message = result.error["exception_message"]
-    entry = comfy.history(result.prompt_id)
-    (recorded,) = [data for name, data in entry["status"]["messages"] if name == "execution_error"]
-    assert recorded["exception_message"] == message, "/history lacks the message the websocket reported"
-    assert SAVE not in entry["outputs"]
-    prefix = graph[SAVE]["inputs"]["filename_prefix"].split("/")[-1]
-    saved = list((comfy_host.output_dir / "hy21_tests").glob(f"{prefix}*"))
-    assert not saved, f"a failed prompt saved {saved}"
-    return message
 
 
 def assert_says(message: str, *fragments: str) -> None:

@@ -373,3 +373,34 @@ def test_interrupt_during_vae_decode_then_next_prompt_succeeds(comfy):
 
     after = comfy.run(workflow("distilled", seed=101)).raise_for_error()
     assert image_of(comfy, after).shape == (HEIGHT, WIDTH, 3)
+
+
+# --- shared by the server tests of refusals (test_non_finite_api, test_file_errors_api) -------------------------
+
+
+def saving_as(name: str, seed: int) -> dict:
+    """The shipped distilled API twin at the small size, saving under ``hy21_tests/<name>``."""
+    graph = workflow("distilled", seed=seed)
+    graph[SAVE]["inputs"]["filename_prefix"] = f"hy21_tests/{name}"
+    return graph
+
+
+def refused(comfy, comfy_host, graph: dict, node_id: str, error: str) -> str:
+    """Run ``graph``, which must fail at ``node_id`` (its own node type named) with ``HunyuanImage21.<error>`` (no
+    filesystem path in the type), leave the message in /history and save no image; the message."""
+    result = comfy.run(graph)
+    assert result.status == "error", f"expected a failure at node {node_id}, got {result.status}"
+    assert result.error["node_id"] == node_id and result.error["node_type"] == graph[node_id]["class_type"]
+    shown = result.error["exception_type"]
+    assert shown == f"HunyuanImage21.{error}", shown
+    assert "/" not in shown and "\\" not in shown and str(comfy_host.base_dir) not in shown, shown
+    message = result.error["exception_message"]
+    entry = comfy.history(result.prompt_id)
+    (recorded,) = [data for name, data in entry["status"]["messages"] if name == "execution_error"]
+    assert recorded["exception_message"] == message, "/history lacks the message the websocket reported"
+    assert recorded["exception_type"] == shown
+    assert SAVE not in entry["outputs"]
+    prefix = graph[SAVE]["inputs"]["filename_prefix"].split("/")[-1]
+    saved = list((comfy_host.output_dir / "hy21_tests").glob(f"{prefix}*"))
+    assert not saved, f"a failed prompt saved {saved}"
+    return message
