@@ -1,16 +1,19 @@
 """No silent black images: every tensor the pack hands on is checked for NaN and infinity where it is made.
 
 A NaN anywhere in a diffusion run ends as an all-black PNG that ComfyUI saves as a success. The DiT's output is
-checked at each model call (one ``isfinite().all()`` on a latent-sized tensor), the VAE's input and output at each
+checked at each model call (one ``aminmax`` over a latent-sized tensor), the VAE's input and output at each
 decode and encode; a failure stops the prompt with what went wrong, where, and what to change. Loaded weights are
 checked once at load (``hunyuan_core.checkpoints.finite``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..hunyuan_core.checkpoints.errors import SHOWN_MODULE
+from ..hunyuan_core.checkpoints.finite import is_finite
 
 
 class NonFiniteError(ValueError):
@@ -20,31 +23,23 @@ class NonFiniteError(ValueError):
 NonFiniteError.__module__ = SHOWN_MODULE  # not the install path in ComfyUI's error dialog
 
 
-def is_finite(tensor: torch.Tensor) -> bool:
-    return bool(torch.isfinite(tensor).all())
+# Why a DiT run with finite weights (the loaders refuse NaN in a file) turns non-finite, and what to do.
+DIT_CAUSES = (
+    "a LoRA or model patch too strong for this model (lower its strength or remove it), or a DiT file whose values "
+    "are finite but wrong (download it again)"
+)
 
 
-def _step(options: dict, timestep: torch.Tensor) -> str:
-    sigma = options.get("sigmas", timestep / 1000.0).max().float().item()
-    schedule = options.get("sample_sigmas")
-    if schedule is None:
-        return f"sigma {sigma:.4g}"
-    index = max(int((schedule >= sigma).sum().item()) - 1, 0)  # the step whose interval holds sigma
-    return f"step {index + 1} of {len(schedule) - 1} (sigma {sigma:.4g})"
-
-
-def check_dit_output(output: torch.Tensor, options: dict, timestep: torch.Tensor, compute_dtype: torch.dtype) -> None:
-    """Stop at the first DiT call whose output is not finite, naming the step and the likely cause."""
+def check_dit_output(output: torch.Tensor, where: Callable[[], str], compute_dtype: torch.dtype) -> None:
+    """Stop at the first DiT call whose output is not finite, naming the step (``where()``, only built on failure)
+    and the likely cause."""
     if is_finite(output):
         return
     if compute_dtype == torch.float16:
         fix = "the DiT computes in fp16, which overflows for this model: set the DiT loader's weight_dtype to bf16"
     else:
-        fix = (
-            "a LoRA or model patch too strong for this model (lower its strength or remove it), or a DiT file whose "
-            "values are finite but wrong (download it again)"
-        )
-    raise NonFiniteError(f"the DiT's output holds NaN or infinite values at {_step(options, timestep)}: {fix}")
+        fix = DIT_CAUSES
+    raise NonFiniteError(f"the DiT's output holds NaN or infinite values at {where()}: {fix}")
 
 
 def check_step(latent: torch.Tensor, step: int, total: int, node: str, vae_precision: str) -> None:
@@ -52,10 +47,7 @@ def check_step(latent: torch.Tensor, step: int, total: int, node: str, vae_preci
     each step must be finite."""
     if is_finite(latent):
         return
-    causes = (
-        "a LoRA or model patch too strong for this model (lower its strength or remove it), or a DiT file whose "
-        "values are finite but wrong (download it again)"
-    )
+    causes = DIT_CAUSES
     if vae_precision in ("fp16", "float16"):  # the input image was encoded in fp16 first
         causes = f"the fp16 VAE encode of the input image overflowing (set vae_precision to bf16 or fp32), {causes}"
     raise NonFiniteError(f"{node}: the latent holds NaN or infinite values after step {step + 1} of {total}: {causes}")

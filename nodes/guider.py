@@ -19,13 +19,7 @@ import torch
 
 from ..hunyuan_core.sampling import Guidance, Schedule, custom_schedule
 from ..hunyuan_core.sampling.guidance import TwoPassRun
-from .model import QUOTED_TEXT
-
-
-def step_index(sigma: torch.Tensor, schedule: torch.Tensor) -> int:
-    """Which step of ``schedule`` (descending sigmas) an evaluation at ``sigma`` belongs to: ``i`` for any sigma in
-    ``(schedule[i + 1], schedule[i]]``, so samplers that evaluate between schedule points count steps like Euler."""
-    return max(int((schedule >= sigma.max()).sum().item()) - 1, 0)
+from .model import QUOTED_TEXT, step_index
 
 
 def has_quoted_text(conditioning: list | None) -> bool:

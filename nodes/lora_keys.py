@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
 
 import comfy.lora
 import torch
@@ -51,13 +50,6 @@ def pack_key_map(cfg: DiTConfig) -> dict[str, str | tuple]:
     return {name: patch_key(placement) for name, placement in lora_placements(cfg).items()}
 
 
-def _pack_config(model: Any) -> DiTConfig | None:
-    from .model import DiffusionModel  # the model module imports this one's users, not the other way round
-
-    diffusion_model = getattr(model, "diffusion_model", None)
-    return diffusion_model.config if isinstance(diffusion_model, DiffusionModel) else None
-
-
 def extend_host_key_map() -> None:
     """Teach ``comfy.lora.model_lora_keys_unet`` the pack model's LoRA names (once per process; other models and
     every name the host already maps are left exactly as the host has them)."""
@@ -67,10 +59,12 @@ def extend_host_key_map() -> None:
 
     @functools.wraps(original)
     def model_lora_keys_unet(model, *args, **kwargs):
+        from .model import dit_in  # model.py imports this module (wrap_dit), so not at import time
+
         key_map = original(model, *args, **kwargs)
-        cfg = _pack_config(model)
-        if cfg is not None:
-            for name, key in pack_key_map(cfg).items():
+        dit = dit_in(model)
+        if dit is not None:
+            for name, key in pack_key_map(dit.config).items():
                 key_map.setdefault(name, key)
         return key_map
 

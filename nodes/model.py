@@ -45,6 +45,21 @@ def meanflow_r(sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tens
     return torch.where(schedule < sigma.max(), schedule, torch.zeros_like(schedule)).max()
 
 
+def step_index(sigma: torch.Tensor, schedule: torch.Tensor) -> int:
+    """Which step of ``schedule`` (descending sigmas) an evaluation at ``sigma`` belongs to: ``i`` for any sigma in
+    ``(schedule[i + 1], schedule[i]]``, so samplers that evaluate between schedule points count steps like Euler."""
+    return max(int((schedule >= sigma.max()).sum().item()) - 1, 0)
+
+
+def step_label(options: dict, timestep: torch.Tensor) -> str:
+    """Where a model call is in the sampling, for messages: "step 3 of 8 (sigma 0.75)", or the sigma alone."""
+    sigma = options.get("sigmas", timestep / TIMESTEP_MULTIPLIER).max()
+    schedule = options.get("sample_sigmas")
+    if schedule is None:
+        return f"sigma {float(sigma):.4g}"
+    return f"step {step_index(sigma, schedule) + 1} of {len(schedule) - 1} (sigma {float(sigma):.4g})"
+
+
 class DiffusionModel(nn.Module):
     """The pack's DiT under ComfyUI's calling convention, its layers registered here under the official names.
 
@@ -107,7 +122,7 @@ class DiffusionModel(nn.Module):
             if found is not None:
                 r = (found.float() * TIMESTEP_MULTIPLIER).reshape(1).expand(batch).to(timestep.device)
         out = self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
-        check_dit_output(out, options, timestep, self.dit.compute_dtype)  # never a silent black image
+        check_dit_output(out, lambda: step_label(options, timestep), self.dit.compute_dtype)  # no silent black image
         return out
 
 
@@ -231,10 +246,15 @@ def patched_shift(model: Any) -> float | None:
     return float(shift) if shift is not None else None
 
 
+def dit_in(base_model: Any) -> HunyuanImageDiT | None:
+    """The pack's DiT inside ComfyUI's model object (a MODEL's ``.model``), or None for any other model."""
+    diffusion_model = getattr(base_model, "diffusion_model", None)
+    return diffusion_model.dit if isinstance(diffusion_model, DiffusionModel) else None
+
+
 def pack_dit(model: Any) -> HunyuanImageDiT | None:
     """The pack's DiT inside a MODEL, or None for any other model (e.g. ComfyUI's own HunyuanImage-2.1)."""
-    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
-    return diffusion_model.dit if isinstance(diffusion_model, DiffusionModel) else None
+    return dit_in(getattr(model, "model", None))
 
 
 def native_variant(model: Any) -> str | None:
