@@ -34,21 +34,20 @@ def single_block_stages(cfg: DiTConfig) -> dict[str, int]:
     }
 
 
+def _bytes_per_token(cfg: DiTConfig, dtype_bytes: int) -> float:
+    return max(single_block_stages(cfg).values()) * dtype_bytes * FORWARD_OVER_BLOCK
+
+
 def step_activation_bytes(cfg: DiTConfig, image_tokens: int, text_tokens: int, batch: int, dtype_bytes: int) -> int:
-    """Peak activation bytes of one DiT forward of ``batch`` samples (the weights not counted)."""
-    per_token = max(single_block_stages(cfg).values()) * dtype_bytes * FORWARD_OVER_BLOCK
-    return int(batch * (image_tokens + text_tokens) * per_token)
-
-
-def image_tokens(width: int, height: int) -> int:
-    return (width // SPATIAL_COMPRESSION) * (height // SPATIAL_COMPRESSION)
+    """Peak activation bytes of one DiT forward of ``batch`` samples (the weights not counted); ``image_tokens`` is
+    the latent's height x width (``resolution.latent_tokens`` of the image size)."""
+    return int(batch * (image_tokens + text_tokens) * _bytes_per_token(cfg, dtype_bytes))
 
 
 def largest_square(cfg: DiTConfig, budget: int, text_tokens: int, batch: int, dtype_bytes: int) -> int:
     """The side (pixels, a multiple of the VAE's 32) of the largest square image whose step fits ``budget`` bytes;
     0 when none does."""
-    per_token = max(single_block_stages(cfg).values()) * dtype_bytes * batch * FORWARD_OVER_BLOCK
-    tokens = int(budget // per_token) - text_tokens
+    tokens = int(budget // (batch * _bytes_per_token(cfg, dtype_bytes))) - text_tokens
     return 0 if tokens <= 0 else math.isqrt(tokens) * SPATIAL_COMPRESSION
 
 

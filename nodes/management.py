@@ -14,6 +14,7 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
+from ..hunyuan_core.memory import GIB
 from .interrupt import make_interruptible
 from .quantized_patching import with_quantized_patching
 
@@ -75,6 +76,19 @@ def no_bf16_dtype() -> torch.dtype | None:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16
     return None
+
+
+LARGE_WORK = 2 * GIB  # above this a node shows its memory estimate on itself
+
+
+def memory_note(need: int, device: torch.device, subject: str, fix: str) -> str | None:
+    """Refuse work of ``need`` bytes that no memory of ``device`` holds (ComfyUI can stream weights, not a step's
+    own tensors), saying ``fix``; for large work that fits, the estimate to show on the node; else None."""
+    total = mm.get_total_memory(device)
+    amount = f"about {need / GIB:.1f} GiB"
+    if need > total:
+        raise ValueError(f"{subject} needs {amount}, more than this device's {total / GIB:.1f} GiB: {fix}")
+    return f"{subject}: {amount} (device: {total / GIB:.1f} GiB)" if need > LARGE_WORK else None
 
 
 def load(*patchers: comfy.model_patcher.ModelPatcher | None) -> None:

@@ -10,11 +10,11 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..hunyuan_core.memory import GIB, image_tokens, largest_square, step_activation_bytes
+from ..hunyuan_core.memory import largest_square, step_activation_bytes
 from ..hunyuan_core.resolution import SPATIAL_COMPRESSION
 from ..hunyuan_core.sampling import NOISE_MODES, make_noise, plan_sampling
 from ..hunyuan_core.variants import BASE, DISTILLED, STAGE1_LATENT
-from . import host, widgets
+from . import host, management, widgets
 from .finite_checks import check_latent
 from .guider import HunyuanGuider, sample_with_guider
 from .model import pack_dit, patched_shift, stage1_variant
@@ -22,33 +22,21 @@ from .model import pack_dit, patched_shift, stage1_variant
 OFFICIAL_VALUES = "the model's official value"
 
 
-LARGE_STEP = 2 * GIB  # above this a step's activation estimate is shown on the node
-
-
 def fits_on_device(model, samples: torch.Tensor, positive: list) -> str | None:
-    """Refuse a size whose DiT step cannot fit the device even with every weight streamed (activations cannot
-    stream), naming the largest square that fits; for a large one that fits, the estimate to show on the node."""
+    """Refuse a size whose DiT step cannot fit the device even with every weight streamed, naming the largest square
+    that fits; for a large one that fits, the estimate to show on the node."""
     dit = pack_dit(model)
     if dit is None:  # ComfyUI's own model: ComfyUI's own estimate applies
         return None
-    height, width = samples.shape[-2] * SPATIAL_COMPRESSION, samples.shape[-1] * SPATIAL_COMPRESSION
+    rows, columns = samples.shape[-2:]
     text = max((c[0].shape[1] for c in positive), default=0)
-    dtype_bytes = torch.tensor([], dtype=dit.compute_dtype).element_size()
-    need = step_activation_bytes(dit.config, image_tokens(width, height), text, 1, dtype_bytes)
-    device = getattr(model, "load_device", None) or mm.get_torch_device()
-    total = mm.get_total_memory(device)
-    if need > total:
-        side = largest_square(dit.config, total, text, 1, dtype_bytes)
-        raise ValueError(
-            f"{width}x{height} needs about {need / GIB:.1f} GiB of activations for each DiT step, more than this "
-            f"device's {total / GIB:.1f} GiB even with the weights streamed: use a smaller size (the largest square "
-            f"that fits is {side}x{side}; the official sizes are 2K)"
-        )
-    if need > LARGE_STEP:
-        return (
-            f"{width}x{height}: about {need / GIB:.1f} GiB of activations per DiT step (device: {total / GIB:.1f} GiB)"
-        )
-    return None
+    dtype_bytes = dit.compute_dtype.itemsize
+    need = step_activation_bytes(dit.config, rows * columns, text, 1, dtype_bytes)
+    device = model.load_device
+    side = largest_square(dit.config, mm.get_total_memory(device), text, 1, dtype_bytes)
+    subject = f"a DiT step at {columns * SPATIAL_COMPRESSION}x{rows * SPATIAL_COMPRESSION} (its activations)"
+    fix = f"use a smaller size (the largest square that fits is {side}x{side}; the official sizes are 2K)"
+    return management.memory_note(need, device, subject, fix)
 
 
 def check_stage1_latent(variant: str, samples) -> None:

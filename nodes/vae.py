@@ -14,7 +14,7 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..hunyuan_core.memory import GIB, vae_decode_bytes
+from ..hunyuan_core.memory import vae_decode_bytes
 from ..hunyuan_core.vae import Tiling, decode_image, encode_image
 from ..hunyuan_core.vae_common import PRECISIONS as VAE_PRECISIONS
 from ..hunyuan_core.variants import STAGE1_LATENT, STAGE1_VAE_FILE
@@ -70,9 +70,6 @@ def device_precision(precision: str, vae) -> str:
     return "fp32" if vae.load_device.type == "cpu" else "fp16"
 
 
-LARGE_DECODE = 2 * GIB  # above this the decode's memory estimate is shown on the node
-
-
 def decode_fits(vae, samples: torch.Tensor, precision: str, batch_slice: int, tiled: bool) -> str | None:
     """Refuse a one-piece decode that no device memory holds (naming tile_size and batch_slice), and say what a
     large one costs; tiled decodes are bounded by their tile."""
@@ -82,16 +79,9 @@ def decode_fits(vae, samples: torch.Tensor, precision: str, batch_slice: int, ti
     at_once = min(batch_slice or samples.shape[0], samples.shape[0])
     dtype_bytes = 4 if precision == "fp32" else 2
     need = at_once * vae_decode_bytes(vae.model.config.block_out_channels[0], width, height, dtype_bytes)
-    total = mm.get_total_memory(vae.load_device)
-    if need > total:
-        raise ValueError(
-            f"decoding {at_once} image(s) of {width}x{height} in {precision} at once needs about {need / GIB:.1f} GiB, "
-            f"more than this device's {total / GIB:.1f} GiB: set batch_slice to 1, decode in fp16/bf16, or set "
-            "tile_size (overlapped tiles, approximate)"
-        )
-    if need > LARGE_DECODE:
-        return f"decoding {width}x{height}: about {need / GIB:.1f} GiB (device: {total / GIB:.1f} GiB)"
-    return None
+    subject = f"decoding {at_once} image(s) of {width}x{height} in {precision} at once"
+    fix = "set batch_slice to 1, decode in fp16/bf16, or set tile_size (overlapped tiles, approximate)"
+    return management.memory_note(need, vae.load_device, subject, fix)
 
 
 class HunyuanImage21VAEDecode(io.ComfyNode):

@@ -13,7 +13,8 @@ import sys
 import pytest
 from helpers import BENCH_DIR
 
-from hunyuan_core.memory import GIB, image_tokens, largest_square, step_activation_bytes
+from hunyuan_core.memory import GIB, largest_square, step_activation_bytes
+from hunyuan_core.resolution import latent_tokens
 from hunyuan_core.variants import BASE
 from hy21_host import IMPORT_PACK, run_in_comfyui
 
@@ -57,13 +58,13 @@ def test_estimate_matches_a_measured_forward(side):
 
 def test_full_model_at_2k_and_the_largest_square_inverts_the_estimate():
     cfg = BASE.dit
-    at_2k = step_activation_bytes(cfg, image_tokens(2048, 2048), 256, 1, 2)
+    at_2k = step_activation_bytes(cfg, latent_tokens(2048, 2048), 256, 1, 2)
     assert 0.6 < at_2k / GIB < 0.7, at_2k / GIB  # README: 0.58 GiB single block, x1.10 for the whole forward
     for budget_gib in (4, 8, 23):
         side = largest_square(cfg, budget_gib * GIB, 256, 1, 2)
         assert side % 32 == 0
-        assert step_activation_bytes(cfg, image_tokens(side, side), 256, 1, 2) <= budget_gib * GIB
-        assert step_activation_bytes(cfg, image_tokens(side + 32, side + 32), 256, 1, 2) > budget_gib * GIB
+        assert step_activation_bytes(cfg, latent_tokens(side, side), 256, 1, 2) <= budget_gib * GIB
+        assert step_activation_bytes(cfg, latent_tokens(side + 32, side + 32), 256, 1, 2) > budget_gib * GIB
     assert largest_square(cfg, 1024, 256, 1, 2) == 0
 
 
@@ -84,7 +85,7 @@ model = wrap_dit(on_meta(lambda: HunyuanImageDiT(BASE.dit, dtype=torch.bfloat16)
 total = mm.get_total_memory(model.load_device)
 fits = largest_square(BASE.dit, total, 256, 1, 2)
 positive = [[torch.zeros(1, 256, 3584), {}]]
-result = {"fits": fits}
+result = {"fits": fits, "total_gib": total / 2**30}
 for name, side in (("2k", 2048), ("large", fits // 2 // 32 * 32), ("too_big", fits + 64)):
     latent = torch.zeros(1, 64, side // 32, side // 32, device="meta")
     try:
@@ -101,9 +102,11 @@ def test_sampler_refuses_a_size_no_device_memory_holds_and_names_the_largest_tha
     r = run_in_comfyui(SAMPLER_PROBE)
     fits = r["fits"]
     assert r["2k"] == "quiet", r
-    assert "GiB of activations per DiT step (device:" in r["large"], r
+    half = fits // 2 // 32 * 32
+    assert r["large"].startswith(f"a DiT step at {half}x{half} (its activations): about "), r
+    assert r["large"].endswith(f"GiB (device: {r['total_gib']:.1f} GiB)"), r
     side = fits + 64
-    assert r["too_big"].startswith(f"refused: {side}x{side} needs about"), r
+    assert r["too_big"].startswith(f"refused: a DiT step at {side}x{side} (its activations) needs about"), r
     assert f"the largest square that fits is {fits}x{fits}" in r["too_big"], r
 
 
@@ -170,6 +173,7 @@ def test_decode_refuses_what_no_device_memory_holds_and_shows_large_estimates():
     assert r["8k_tiled"] == "quiet", r  # tiles bound the memory
     assert r["8k_fp32"].startswith("refused: decoding 1 image(s) of 8192x8192 in fp32 at once needs about"), r
     assert "set batch_slice to 1, decode in fp16/bf16, or set tile_size" in r["8k_fp32"], r
-    assert r["2k_fp32"].startswith("decoding 2048x2048: about 9.0 GiB"), r  # 4.5 x 128 x 4 B x 2048^2
+    # 4.5 x 128 x 4 B x 2048^2
+    assert r["2k_fp32"].startswith("decoding 1 image(s) of 2048x2048 in fp32 at once: about 9.0 GiB"), r
     assert r["2k_x4_sliced"] == r["2k_fp32"], r  # one image at a time
     assert r["2k_x4_fp32"].startswith("refused: decoding 4 image(s)" if r["total_gib"] < 36 else "decoding"), r
