@@ -21,7 +21,6 @@ from comfy_api.latest import io
 from ..hunyuan_core.checkpoints.errors import CheckpointError
 from ..hunyuan_core.checkpoints.files import TensorFile
 from ..hunyuan_core.lora import LoraMatch, dit_lora_targets, foreign_family, match_lora, shape_problems
-from ..hunyuan_core.lora.keymap import lora_modules
 from . import host, management, widgets
 from .lora_keys import pack_key_map
 from .model import require_pack_dit
@@ -67,14 +66,13 @@ def lora_patches(model: Any, path: str, name: str) -> tuple[dict, LoraMatch]:
             f"{name}: {len(match.misfit)} of its modules do not fit the layers they name: {listed}; the file is "
             "damaged or mixes LoRAs of different models"
         )
-    problems = shape_problems(match, keys, lora.shape)
+    problems = shape_problems(match, lora.shape)
     if problems:
         listed = "; ".join(list(problems.values())[:3]) + (" ..." if len(problems) > 3 else "")
         raise ValueError(f"{name}: {len(problems)} module(s) do not fit the weights they patch ({listed})")
     key_map = pack_key_map(dit.config)
     wanted = {module: key_map[module] for module in match.matched}
-    grouped = lora_modules(keys)
-    tensors = {key: lora.get(key) for module in wanted for key in grouped[module]}
+    tensors = {key: lora.get(key) for module in wanted for key in match.tensors[module]}
     return comfy.lora.load_lora(tensors, wanted, log_missing=False), match
 
 

@@ -69,18 +69,17 @@ class ExpandedWeightPatch:
     ComfyUI's ``calculate_weight`` in float32, as ComfyUI merges, and comes back in the weight's dtype.
     """
 
-    def __init__(self, key: str, patches: list, device: torch.device | None) -> None:
+    def __init__(self, key: str, patches: list, device: torch.device | None, shape: tuple[int, int]) -> None:
         self.key = key
         self.patches = {key: patches if device is None else [_moved(p, device) for p in patches]}
+        plain = [_low_rank(p, *shape) for p in self.patches[key]]
+        self.plain = None if any(p is None for p in plain) else plain  # read once: the patches never change
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        patches = self.patches[self.key]
-        rows, columns = weight.shape[0], weight[0].numel()
-        plain = [_low_rank(p, rows, columns) for p in patches] if weight.ndim == 2 else [None]
-        if any(p is None for p in plain):
-            merged = comfy.lora.calculate_weight(patches, weight.float(), self.key)
+        if self.plain is None:
+            merged = comfy.lora.calculate_weight(self.patches[self.key], weight.float(), self.key)
             return merged.to(weight.dtype)
-        for up, down, scale, offset, swap in plain:
+        for up, down, scale, offset, swap in self.plain:
             target = weight if offset is None else weight.narrow(0, offset[1], offset[2])
             if swap:  # diffusers' halves: the product's second half is the weight's first, and the other way round
                 half = target.shape[0] // 2
@@ -133,7 +132,8 @@ class QuantizedPatching:
         if layer is None:
             return super().patch_weight_to_device(key, device_to=device_to, inplace_update=inplace_update)
         patches = self.patches.get(key)
-        layer.expanded_weight_patch = None if not patches else ExpandedWeightPatch(key, patches, device_to)
+        shape = (layer.out_features, layer.in_features)
+        layer.expanded_weight_patch = None if not patches else ExpandedWeightPatch(key, patches, device_to, shape)
         return None
 
     def unpatch_model(self, device_to=None, unpatch_weights=True):

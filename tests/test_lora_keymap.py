@@ -246,7 +246,7 @@ def test_shape_problems_name_the_module_and_both_shapes():
         "lora_unet_double_blocks_1_img_attn_proj.lora_down.weight": (2, h),
     }
     match = match_lora(table, shapes(table), dit_lora_targets(TINY))
-    problems = shape_problems(match, table, shapes(table))
+    problems = shape_problems(match, shapes(table))
     assert set(problems) == {"lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_1_img_attn_proj"}
     assert f"is {h}x{h}, the weight it patches is {3 * h}x{h}" in problems["lora_unet_double_blocks_0_img_attn_qkv"]
     assert "rank 4 but lora_down.weight has rank 2" in problems["lora_unet_double_blocks_1_img_attn_proj"]

@@ -201,6 +201,7 @@ class LoraMatch:
     unmatched: list[str]
     ranks: list[int]
     misfit: dict[str, tuple[int, int]]
+    tensors: dict[str, list[str]]  # every module of the file -> its tensor names (``lora_modules``)
 
     def summary(self, file_name: str) -> str:
         """One log line: naming, modules matched / total, ranks, the first unmatched names."""
@@ -254,7 +255,7 @@ def match_lora(keys: Iterable[str], shape_of, targets: dict[str, list[Target]]) 
                 continue
             ranks.add(shape[0])
         matched[module] = found
-    return LoraMatch(naming_of(modules, keys), matched, sorted(unmatched), sorted(ranks), misfit)
+    return LoraMatch(naming_of(modules, keys), matched, sorted(unmatched), sorted(ranks), misfit, modules)
 
 
 DOWN_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", ".lora_linear_layer.down.weight")
@@ -326,15 +327,14 @@ def product_shape(module: str, tensor_keys: Iterable[str], shape_of) -> tuple[in
     return None
 
 
-def shape_problems(match: LoraMatch, keys: Iterable[str], shape_of) -> dict[str, str]:
+def shape_problems(match: LoraMatch, shape_of) -> dict[str, str]:
     """Matched modules whose weight change does not have the shape of what it patches: module -> the problem."""
-    grouped = lora_modules(keys)
     problems = {}
     for module, found in match.matched.items():
         target = found[0]
         want = (target.product_rows, target.in_features)
         try:
-            got = product_shape(module, grouped[module], shape_of)
+            got = product_shape(module, match.tensors[module], shape_of)
         except ValueError as exc:
             problems[module] = str(exc)
             continue
