@@ -113,14 +113,15 @@ class HunyuanImage21TextEncode(io.ComfyNode):
         management.load(text_encoders.qwen, text_encoders.glyph)
         qwen = text_encoders.qwen.model
         glyph = None if text_encoders.glyph is None else text_encoders.glyph.model
+        explicit = parse_glyph_text(glyph_text)
         for name, texts in (
-            ("glyph_text" if glyph_text.strip() else "prompt", glyph_texts_of(prompt, parse_glyph_text(glyph_text))),
+            ("glyph_text" if explicit else "prompt", glyph_texts_of(prompt, explicit)),
             ("negative_prompt", glyph_texts_of(negative_prompt)),
         ):
             problem = glyph_problem(glyph, texts)
             if problem:
                 raise ValueError(f"{name}: {problem}")
-        positive = encode_prompt(qwen, glyph, prompt, parse_glyph_text(glyph_text))
+        positive = encode_prompt(qwen, glyph, prompt, explicit)
         negative = encode_prompt(qwen, glyph, negative_prompt)
         if positive.has_quoted_text and glyph is None:
             log.warning("HunyuanImage-2.1: the prompt quotes text but no ByT5 glyph encoder is loaded")
