@@ -99,14 +99,17 @@ class CudaMeter:
 # --- the worker: one format in a fresh interpreter ----------------------------------------------------------------
 
 
-def block_linears(model) -> dict[str, tuple[int, int]]:
-    """Official module path -> (out, in) of every Linear in the double and single blocks."""
-    found = {}
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if name.startswith(("double_blocks.", "single_blocks.")) and weight is not None and weight.ndim == 2:
-            found[name] = (module.out_features, module.in_features)
-    return found
+def block_linears(cfg) -> dict[str, tuple[int, int]]:
+    """Official module path -> (out, in) of every Linear in the double and single blocks (the layers the official
+    fp8 release quantizes, ``official_fp8_weights``), from a meta-device build."""
+    import torch
+    from hy21_pack.hunyuan_core.checkpoints.meta import meta_shapes, on_meta
+    from hy21_pack.hunyuan_core.dit import HunyuanImageDiT
+    from hy21_pack.hunyuan_core.dit.checkpoint import official_fp8_weights
+
+    shapes = meta_shapes(lambda: HunyuanImageDiT(cfg, dtype=torch.bfloat16))
+    names = official_fp8_weights(on_meta(lambda: HunyuanImageDiT(cfg, dtype=torch.bfloat16)))
+    return {name.removesuffix(".weight"): tuple(shapes[name]) for name in sorted(names)}
 
 
 def make_lora(linears: dict[str, tuple[int, int]], rank: int) -> dict:
@@ -136,7 +139,7 @@ def worker(fmt: str, dit_file: str, device_name: str, rank: int, latent: int, re
     meter = CudaMeter(device) if device.type == "cuda" else CpuMeter()
     dit = load_dit(dit_file, operations=management.operations(), quantize_fp8=fmt == "fp8")
     cfg = dit.config
-    linears = block_linears(dit)
+    linears = block_linears(cfg)
     model = wrap_dit(dit)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(1, cfg.in_channels, latent, latent, generator=gen).to(device, torch.bfloat16)
