@@ -26,6 +26,8 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt,
 }  # fmt: skip
 CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*([0-9][0-9A-Za-z.+-]*)\s*$")
+# Served by ComfyUI at /extensions/<folder>/: web/docs/<NodeId>.md are the node library's help pages (no .js here).
+WEB_DIRECTORY = "./web"
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:
@@ -116,4 +118,4 @@ async def comfy_entrypoint():
     return HunyuanImage21Extension()
 
 
-__all__ = ["comfy_entrypoint"]
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

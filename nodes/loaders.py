@@ -85,13 +85,14 @@ class HunyuanImage21DiTLoader(io.ComfyNode):
         fallback = management.no_bf16_dtype()  # GPUs without bf16 compute in fp16 (residual stream in fp32)
         if fallback is not None and choice != torch.bfloat16:
             log.info("HunyuanImage-2.1: this GPU has no native bf16; the DiT computes in fp16")
-        model = load_dit(
-            path,
-            dtype=choice if isinstance(choice, torch.dtype) else fallback,
-            operations=management.operations(),
-            quantize_fp8=choice in ("fp8", "fp8_fast"),
-            fp8_matmul=choice == "fp8_fast",
-        )
+        with widgets.for_input("dit_name"):
+            model = load_dit(
+                path,
+                dtype=choice if isinstance(choice, torch.dtype) else fallback,
+                operations=management.operations(),
+                quantize_fp8=choice in ("fp8", "fp8_fast"),
+                fp8_matmul=choice == "fp8_fast",
+            )
         return io.NodeOutput(wrap_dit(model))  # load_dit logged what the file is
 
 
@@ -156,19 +157,21 @@ class HunyuanImage21TextEncoderLoader(io.ComfyNode):
             management.file_problem("byt5", "text_encoders", byt5, extra=(NO_GLYPH,)),
             widgets.choice_problem("qwen_weight_dtype", qwen_weight_dtype, QWEN_WEIGHT_DTYPE_CHOICES),
         )
-        qwen_model = load_qwen_encoder(
-            management.resolve("text_encoders", qwen),
-            tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
-            operations=management.operations(),
-            quantize_fp8=qwen_weight_dtype == "fp8_e4m3fn",
-        )
+        with widgets.for_input("qwen"):
+            qwen_model = load_qwen_encoder(
+                management.resolve("text_encoders", qwen),
+                tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
+                operations=management.operations(),
+                quantize_fp8=qwen_weight_dtype == "fp8_e4m3fn",
+            )
         glyph = None
         if byt5 != NO_GLYPH:
-            glyph = load_glyph_encoder(
-                management.resolve("text_encoders", byt5),
-                tokenizer_dirs=[management.host_tokenizer_dir("byt5_tokenizer")],
-                operations=management.operations(),
-            )
+            with widgets.for_input("byt5"):
+                glyph = load_glyph_encoder(
+                    management.resolve("text_encoders", byt5),
+                    tokenizer_dirs=[management.host_tokenizer_dir("byt5_tokenizer")],
+                    operations=management.operations(),
+                )
         bundle = TextEncoderBundle(
             qwen=management.patch(qwen_model, "text"),
             glyph=None if glyph is None else management.patch(glyph, "text"),
@@ -212,7 +215,8 @@ class HunyuanImage21VAELoader(io.ComfyNode):
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
         # fp32 weights as the official pipeline keeps them; the decode node picks fp16 autocast on GPUs.
-        vae = load_vae(management.resolve("vae", vae_name), dtype=torch.float32, operations=management.operations())
+        with widgets.for_input("vae_name"):
+            vae = load_vae(management.resolve("vae", vae_name), dtype=torch.float32, operations=management.operations())
         return io.NodeOutput(management.patch(vae, "vae"))
 
 
@@ -238,5 +242,6 @@ class HunyuanImage21RefinerVAELoader(io.ComfyNode):
     def execute(cls, vae_name: str) -> io.NodeOutput:
         # fp32 weights; the refiner node runs them under fp16 autocast on GPUs, as the official decode does.
         path = management.resolve("vae", vae_name)
-        vae = load_refiner_vae(path, dtype=torch.float32, operations=management.operations())
+        with widgets.for_input("vae_name"):
+            vae = load_refiner_vae(path, dtype=torch.float32, operations=management.operations())
         return io.NodeOutput(management.patch(vae, "vae"))

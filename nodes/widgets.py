@@ -12,14 +12,27 @@ same tuple the schema shows. A value inside the widget's range that still cannot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from comfy_api.latest import io
 
+from ..hunyuan_core.checkpoints.errors import CheckpointError
 from ..hunyuan_core.sampling import APG_OFFICIAL, MODES, parse_apg_start
 from . import host
 
 OFFICIAL = -1  # on the steps, guidance and shift widgets
+
+
+@contextmanager
+def for_input(name: str) -> Iterator[None]:
+    """A file refused while it loads names the input it was picked on first, as the checks before the run do
+    (``dit_name: cannot read ...``): the error dialog shows only the node and the message, and a loader with two
+    files must say which one to change. The error keeps its class (``HunyuanImage21.DiTCheckpointError``)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise type(exc)(f"{name}: {exc}") from None
 
 
 def or_official(value: float) -> float | None:

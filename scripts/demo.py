@@ -2,10 +2,11 @@
 
 Starts the server on a free loopback port (base directory .host/demo unless --base-dir is given), queues the
 shipped distilled workflow's API twin through POST /prompt, waits on the websocket, prints the saved files, and
-stops the server (or keeps it serving with --serve). Model files the workflow names but the models folder lacks
-are written as a tiny random model set in the real formats under the real names (the image is then noise, but
-every loader, encoder, the sampler and the decoder run for real); point --models-dir at a folder holding the
-real weights to get a real image.
+stops the server. With --serve it keeps serving ComfyUI's web UI with live sampling previews on, and prints the
+address that opens the distilled workflow on the canvas, ready to Run. Model files the workflow names but the
+models folder lacks are written as a tiny random model set in the real formats under the real names (the image is
+then noise, but every loader, encoder, the sampler and the decoder run for real); point --models-dir at a folder
+holding the real weights to get a real image.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # hunyuan_core, for the tiny model set
 
 from hy21_host import ComfyClient, ComfyHost, PromptRejectedError, repo_root
+from hy21_host.browser import seed_ui_settings, template_url
 
 DEFAULT_WORKFLOW = "workflows/api/hunyuanimage21_distilled_api.json"
+UI_WORKFLOW = "hunyuanimage21_distilled"  # workflows/<name>.json, opened by the address --serve prints
 MODEL_INPUTS = {"dit_name": "diffusion_models", "qwen": "text_encoders", "byt5": "text_encoders", "vae_name": "vae"}
 
 
@@ -77,7 +80,9 @@ def main() -> int:
         models.symlink_to(args.models_dir.resolve(), target_is_directory=True)
     elif models.is_symlink():
         models.unlink()
-    host = ComfyHost(base_dir=args.base_dir)
+    host = ComfyHost(base_dir=args.base_dir, previews=args.serve)
+    if args.serve:
+        seed_ui_settings(args.base_dir)  # open on the canvas, not on the first-run template browser
     missing = missing_models(workflow, host.models_dir)
     if missing:
         from hy21_host.tiny_models import write_tiny_models
@@ -95,6 +100,10 @@ def main() -> int:
         for node_id, kind, path in saved_files(host, result.outputs):
             print(f"node {node_id} saved {kind}: {path}{describe_file(path)}")
         if args.serve:
+            if host.frontend is None:
+                print(f"serving the HTTP API only at {host.url}: no web UI installed (run scripts/setup.sh)")
+            else:
+                print(f"open {template_url(host.url, UI_WORKFLOW)} for the distilled workflow, ready to Run")
             print(f"serving at {host.url}; press Ctrl-C to stop")
             while host.alive():
                 time.sleep(1)

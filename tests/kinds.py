@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-KINDS = ("unit", "parity", "server", "bench")
+KINDS = ("unit", "parity", "server", "bench", "browser")
 
 
 def kinds_of(item: pytest.Item) -> list[str]:

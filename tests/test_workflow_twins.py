@@ -99,6 +99,12 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             else:
                 assert optional, f"node {node['id']} ({kind}): required input {name!r} is not linked"
         assert not values, f"node {node['id']} ({kind}): widgets_values left over: {values}"
+        sockets = [name for name, spec, _ in ordered_inputs(info) if not is_widget(spec)]
+        in_file = [slot["name"] for slot in node.get("inputs", [])]
+        assert in_file == [name for name in sockets if name in in_file], (
+            f"node {node['id']} ({kind}): inputs {in_file} are not in the socket order {sockets}, the order the "
+            "frontend numbers link slots by"
+        )
         api[str(node["id"])] = {"class_type": kind, "inputs": inputs}
     return api
 
@@ -149,3 +155,5 @@ def test_template_browser_lists_the_ui_workflows(comfy):
         url = f"{comfy.url}/api/workflow_templates/{PACK_NAME}/hunyuanimage21_{variant}.json"
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert json.loads(resp.read()) == ui_workflow(variant)
+        with urllib.request.urlopen(url.removesuffix(".json") + ".jpg", timeout=30) as resp:  # the card's picture
+            assert resp.headers["Content-Type"] == "image/jpeg" and resp.read()[:3] == b"\xff\xd8\xff"

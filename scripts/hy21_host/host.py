@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -108,6 +109,22 @@ def run_in_comfyui(script: str, *args: object, timeout: float = 300.0) -> Any:
     return report["result"]
 
 
+def installed_frontend(python: str = sys.executable) -> Path | None:
+    """The web UI (``comfyui-frontend-package``'s static folder) that ``python`` would serve, or None when that
+    interpreter does not have the package: a server is then started on an empty ``--front-end-root`` and serves the
+    HTTP API only (ComfyUI exits at start-up without a frontend)."""
+    probe = "import importlib.resources as r, comfyui_frontend_package as p; print(r.files(p) / 'static')"
+    if python == sys.executable:
+        spec = importlib.util.find_spec("comfyui_frontend_package")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        static = Path(next(iter(spec.submodule_search_locations))) / "static"
+        return static if (static / "index.html").is_file() else None
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    static = Path(out.stdout.strip()) if out.returncode == 0 else None
+    return static if static is not None and (static / "index.html").is_file() else None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -118,6 +135,9 @@ class ComfyHost:
     """One ComfyUI server process with its own base directory (models, output, custom_nodes).
 
     The base directory is temporary unless given; model files for tests go under ``models_dir / <folder>``.
+    The web UI is served when the interpreter has ComfyUI's frontend package (scripts/setup.sh installs the
+    version the host pins); ``previews`` turns on live sampling previews (``--preview-method auto``); ``pack=False``
+    starts ComfyUI without this pack.
     """
 
     def __init__(
@@ -127,6 +147,8 @@ class ComfyHost:
         python: str = sys.executable,
         extra_args: tuple[str, ...] = (),
         cpu: bool = True,
+        previews: bool = False,
+        pack: bool = True,
     ) -> None:
         self.comfyui = Path(comfyui).absolute() if comfyui else find_comfyui()
         self._own_base = base_dir is None
@@ -134,6 +156,9 @@ class ComfyHost:
         self.python = python
         self.extra_args = extra_args
         self.cpu = cpu  # False lets ComfyUI pick the GPU (benchmarks on a lent GPU machine)
+        self.previews = previews
+        self.pack = pack  # False: a bare ComfyUI, the control that tells the pack's effects from the host's own
+        self.frontend = installed_frontend(python)
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
@@ -155,7 +180,7 @@ class ComfyHost:
         custom_nodes = self.base_dir / "custom_nodes"
         custom_nodes.mkdir(parents=True, exist_ok=True)
         link = custom_nodes / PACK_NAME
-        if not link.exists():
+        if self.pack and not link.exists():
             link.symlink_to(repo_root(), target_is_directory=True)
         for folder in MODEL_FOLDERS:
             (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -167,7 +192,8 @@ class ComfyHost:
             "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--disable-api-nodes",
             "--base-directory", str(self.base_dir),
-            "--front-end-root", str(self.base_dir / "frontend"),
+            *([] if self.frontend else ["--front-end-root", str(self.base_dir / "frontend")]),
+            *(["--preview-method", "auto"] if self.previews else []),
             "--database-url", "sqlite:///:memory:",
             *self.extra_args,
         ]  # fmt: skip
