@@ -42,12 +42,13 @@ def find_chromium() -> Path | None:
     return None
 
 
-def seed_ui_settings(base_dir: Path) -> None:
-    """Write the default user's frontend settings under a server's base directory, unless the user has some."""
+def seed_ui_settings(base_dir: Path, extra: dict | None = None) -> None:
+    """Write the default user's frontend settings (``UI_SETTINGS`` and ``extra``) under a server's base directory,
+    unless the user has some."""
     settings = Path(base_dir) / "user" / "default" / "comfy.settings.json"
     if not settings.exists():
         settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps(UI_SETTINGS, indent=1) + "\n")
+        settings.write_text(json.dumps({**UI_SETTINGS, **(extra or {})}, indent=1) + "\n")
 
 
 def template_url(server_url: str, workflow: str) -> str:

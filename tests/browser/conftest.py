@@ -18,7 +18,7 @@ from ui import UiPage, start_ui_host
 from hy21_host import repo_root
 from hy21_host.browser import CHROMIUM_ARGS, find_chromium
 
-VIEWPORT = {"width": 1600, "height": 1000}
+VIEWPORT = {"width": 1920, "height": 1080}  # a common desktop: the shipped workflows fit at a readable zoom
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

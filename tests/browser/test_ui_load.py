@@ -81,3 +81,35 @@ def test_node_search_finds_every_pack_node_by_hunyuan(ui, ui_host):
         + ", ".join(missing)
         + ("\nresults: " + " | ".join(results))
     )
+
+
+def open_help(ui: UiPage, display_name: str) -> list[str]:
+    """Find a node in the node library by its display name and click its help button, as a user does; the headings
+    of the page the info panel then shows."""
+    search = ui.page.locator(".node-lib-search-box input").first
+    if not search.is_visible():
+        ui.page.get_by_text("Nodes", exact=True).first.click()
+    search.fill(display_name)
+    leaf = ui.page.locator(".node-lib-node-container").filter(has_text=display_name)
+    leaf = leaf.filter(has=ui.page.get_by_text(display_name, exact=True)).first
+    leaf.hover()
+    leaf.locator("button.help-button").click()
+    ui.page.locator("h1", has_text=display_name).first.wait_for(timeout=10_000)
+    headings = ui.page.evaluate("() => [...document.querySelectorAll('h1, h2')].map((h) => h.innerText.trim())")
+    ui.page.keyboard.press("Escape")
+    back = ui.page.locator("button:has(.pi-arrow-left)").first  # the info panel's way back to the library
+    if back.is_visible():
+        back.click()
+    return headings
+
+
+def test_node_library_shows_each_pack_node_help_page(ui, ui_host):
+    nodes = pack_nodes(ui_host.url)
+    missing = {}
+    for node_id, spec in sorted(nodes.items()):
+        headings = open_help(ui, spec["display_name"])
+        if headings[:1] != [spec["display_name"]] or not {"Inputs", "Outputs", "Notes"} <= set(headings):
+            missing[node_id] = headings
+        if node_id == "HunyuanImage21Sampler":
+            ui.screenshot("node_help_sampler")
+    assert not missing, f"the pack's help pages (title, Inputs, Outputs, Notes) not shown; headings seen: {missing}"

@@ -78,6 +78,10 @@ READ_GRAPH = """() => {
 }"""
 
 
+# Screenshots keep node text at any zoom (the canvas otherwise draws plain boxes below a font size of 8 px).
+TEST_SETTINGS = {"LiteGraph.Canvas.MinFontSizeForLOD": 1}
+
+
 def start_ui_host(pack: bool = True) -> ComfyHost:
     """A started server with the web UI, live previews and a user past the first-run tour; with the pack and the
     tiny model set, or (``pack=False``) a bare ComfyUI as the control."""
@@ -85,7 +89,7 @@ def start_ui_host(pack: bool = True) -> ComfyHost:
     if host.frontend is None:
         host.cleanup()
         pytest.fail("this Python has no comfyui-frontend-package: run scripts/setup.sh (it installs the web UI)")
-    seed_ui_settings(host.base_dir)
+    seed_ui_settings(host.base_dir, TEST_SETTINGS)
     if pack:
         write_tiny_models(host.models_dir)
     return host.start()
