@@ -1,10 +1,10 @@
 """A real ComfyUI server with ComfyUI's web UI and a real Chromium, for the browser tests.
 
 One server for the session (the tiny model set, live previews on, a user past the first-run tour), one Chromium
-driven by Playwright through ``executable_path`` (the distribution's binary, never a download), and a fresh page per
-test. Without Chromium or Playwright every browser test is skipped with the reason; without the web UI (the frontend
-package scripts/setup.sh installs) they fail, since that is the set-up's job. Screenshots go to the artifacts folder
-(``$HY21_ARTIFACTS``, default ``.artifacts/browser`` in the repository).
+driven by Playwright through ``executable_path`` (the distribution's binary, never a download) per module, and a
+fresh page per test. Without Chromium or Playwright every browser test is skipped with the reason; without the web
+UI (the frontend package scripts/setup.sh installs) they fail, since that is the set-up's job. Screenshots go to the
+artifacts folder (``$HY21_ARTIFACTS``, default ``.artifacts/browser`` in the repository).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ VIEWPORT = {"width": 1920, "height": 1080}  # a common desktop: the shipped work
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the browser tests, with one reason, where there is nothing to drive."""
+    """Run the browser tests last (their server lives only while they run), and skip them, with one reason, where
+    there is nothing to drive."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: the rest keep their order
     reason = None
     if find_chromium() is None:
         reason = "no Chromium (scripts/setup.sh installs Debian's chromium where apt-get runs as root; HY21_CHROMIUM)"
@@ -54,8 +56,10 @@ def ui_host():
         host.cleanup()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One Chromium per test module. Not per session: Playwright's sync API keeps its asyncio loop running while it
+    is open, and a later test of another kind that calls ``asyncio.run`` would find it."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
