@@ -22,7 +22,7 @@ from torch import nn
 
 from ..hunyuan_core.dit import HunyuanImageDiT
 from ..hunyuan_core.variants import GUIDANCE_EMBED_MULTIPLIER, TIMESTEP_MULTIPLIER, Variant, get_variant
-from . import management
+from . import attention, management
 from .finite_checks import check_dit_output
 from .lora_keys import extend_host_key_map
 
@@ -229,8 +229,11 @@ class HunyuanImage21Model(comfy.model_base.BaseModel):
 
 def wrap_dit(dit: HunyuanImageDiT) -> Any:
     """The DiT as ComfyUI's MODEL (a patcher over ``HunyuanImage21Model``), handed to its model management; ComfyUI's
-    LoRA loaders know its LoRA names from here on (``lora_keys``)."""
+    LoRA loaders know its LoRA names from here on (``lora_keys``), and its attention is ComfyUI's selected kernel
+    (``attention``)."""
     extend_host_key_map()
+    dit.attention = attention.host_attention_backend
+    log.info("HunyuanImage-2.1 DiT attention: %s", attention.described())
     return management.patch(HunyuanImage21Model(dit), "diffusion")
 
 
