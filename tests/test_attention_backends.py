@@ -23,7 +23,7 @@ sys.path.insert(1, sys.argv[2])
 import torch
 import comfy.ldm.modules.attention as host
 from hy21_pack.nodes import attention as pack_attention
-from hy21_pack.hunyuan_core.dit.attention import key_masked_attention, prefix_attention, sdpa
+from hy21_pack.hunyuan_core.dit.attention import key_attention_mask, key_masked_attention, prefix_attention, sdpa
 from hy21_pack.hunyuan_core.dit import DiTConfig, HunyuanImageDiT
 
 torch.manual_seed(0)
@@ -31,6 +31,7 @@ q, k, v = (torch.randn(2, 37, 3, 16) for _ in range(3))  # [B, S, heads, D], as 
 key_mask = torch.ones(2, 37, dtype=torch.long)
 key_mask[0, 25:] = 0
 key_mask[1, 9:] = 0
+key_mask = key_attention_mask(key_mask)
 valid = [37, 20]
 
 def bhsd(t):

@@ -54,18 +54,23 @@ def prefix_attention(
     return out.transpose(1, 2).reshape(batch, seq, -1)
 
 
-def key_masked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, backend: AttentionFn = sdpa
-) -> torch.Tensor:
-    """Attention for ``[B, S, heads, D]`` inputs where every query sees only the keys with ``key_mask`` set.
+def key_attention_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The boolean ``[B, 1, 1, S]`` attention mask for a ``[B, S]`` key mask, key 0 always let through (as the
+    official token refiner does, so no row is empty); None when every key is valid, so the fastest unmasked kernels
+    run. Decided once per forward, outside the blocks: a block then holds no data-dependent branch and compiles
+    as one graph."""
+    if key_mask is None or bool(key_mask.all()):
+        return None
+    mask = key_mask.bool().clone()
+    mask[:, 0] = True
+    return mask[:, None, None, :]
 
-    Used by the token refiner, which (as the official code) always lets key 0 through so no row is empty.
-    """
+
+def key_masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, backend: AttentionFn = sdpa
+) -> torch.Tensor:
+    """Attention for ``[B, S, heads, D]`` inputs where every query sees only the keys ``mask`` lets through (a
+    ``key_attention_mask``, or None for all keys). Used by the token refiner."""
     batch, seq = q.shape[:2]
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    mask = None
-    if key_mask is not None and not bool(key_mask.all()):
-        mask = key_mask.bool().clone()
-        mask[:, 0] = True
-        mask = mask[:, None, None, :]
     return backend(q, k, v, mask).transpose(1, 2).reshape(batch, seq, -1)

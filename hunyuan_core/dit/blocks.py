@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionFn, key_masked_attention, prefix_attention, sdpa
+from .attention import AttentionFn, key_attention_mask, key_masked_attention, prefix_attention, sdpa
 from .layers import RMSNorm, TimestepEmbedder, apply_rope, layer_norm, modulate
 
 
@@ -137,6 +137,7 @@ class TokenRefinerBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), operations.Linear(hidden, 2 * hidden, **kw))
 
     def forward(self, x, c, mask, attn: AttentionFn = sdpa):
+        """``mask``: the refiner's ``key_attention_mask`` (None: every text token is valid)."""
         gate_msa, gate_mlp = self.adaLN_modulation(c).chunk(2, dim=-1)
         q, k, v = split_heads(self.self_attn_qkv(self.norm1(x)), 3, self.heads)
         x = x + gate_msa.unsqueeze(1) * self.self_attn_proj(key_masked_attention(q, k, v, mask, attn))
@@ -179,8 +180,9 @@ class TokenRefiner(nn.Module):
         pooled = ((x.float() * weights).sum(dim=1) / weights.sum(dim=1)).to(x.dtype)
         c = self.t_embedder(t, x.dtype) + self.c_embedder(pooled)
         x = self.input_embedder(x)
+        attention_mask = key_attention_mask(mask)
         for block in self.individual_token_refiner.blocks:
-            x = block(x, c, mask, attn)
+            x = block(x, c, attention_mask, attn)
         return x
 
 
