@@ -7,22 +7,44 @@ call, so it follows both. ComfyUI's generic fallbacks (split, sub-quadratic and 
 PyTorch attention is off, as on the CPU) are not faster than PyTorch's SDPA and only round differently, so the DiT
 uses SDPA there, as it does outside ComfyUI.
 
+A model patch that sets ComfyUI's ``optimized_attention_override`` in ``transformer_options`` gets every attention
+call of the DiT with ComfyUI's selection, as ComfyUI's own models hand it over.
+
 Padded text never reaches a kernel: ``hunyuan_core.dit.attention`` slices each sample to its valid tokens before it
 calls the backend, on every backend alike.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import comfy.ldm.modules.attention as host_attention
 import torch
 
 from ..hunyuan_core.dit.attention import AttentionFn, sdpa
 
-log = logging.getLogger(__name__)
-
 GENERIC_FALLBACKS = ("attention_split", "attention_sub_quad", "attention_basic")
+OVERRIDE = "optimized_attention_override"  # ComfyUI's per-run attention hook in transformer_options
+
+# The transformer_options of the DiT forward in progress, when they carry an attention override (ComfyUI runs one
+# forward at a time); the core's attention signature stays free of ComfyUI's options.
+_forward_options: dict[str, Any] = {}
+
+
+@contextmanager
+def forward_options(options: dict) -> Iterator[None]:
+    """Hand a forward's ``transformer_options`` to its attention calls while it runs, so a model patch that sets
+    ComfyUI's ``optimized_attention_override`` (e.g. to route attention through another kernel) reaches the DiT."""
+    if OVERRIDE not in options:
+        yield
+        return
+    _forward_options["options"] = options
+    try:
+        yield
+    finally:
+        _forward_options.pop("options", None)
 
 
 def host_function():
@@ -41,7 +63,7 @@ def described() -> str:
     return f"ComfyUI's {getattr(chosen, '__name__', repr(chosen))}"
 
 
-def through(function) -> AttentionFn:
+def through(function, transformer_options: dict | None = None) -> AttentionFn:
     """One of ComfyUI's attention functions as the core's backend: ``[B, heads, S, D]`` in and out, a boolean
     mask (True = attend) turned into the additive mask ComfyUI's kernels take (the lowest value, not -inf, so a
     chunked kernel whose chunk holds only masked keys stays finite)."""
@@ -50,7 +72,8 @@ def through(function) -> AttentionFn:
         batch, heads, seq, dim = q.shape
         if mask is not None and mask.dtype == torch.bool:  # ComfyUI's kernels add masks: keep 0, drop the lowest
             mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
-        out = function(q, k, v, heads, mask=mask, skip_reshape=True)  # [B, S, heads * D], as every kernel returns
+        extra = {} if transformer_options is None else {"transformer_options": transformer_options}
+        out = function(q, k, v, heads, mask=mask, skip_reshape=True, **extra)  # [B, S, heads * D] from every kernel
         return out.view(batch, seq, heads, dim).transpose(1, 2)
 
     return attend
@@ -59,7 +82,11 @@ def through(function) -> AttentionFn:
 def host_attention_backend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The DiT's attention inside ComfyUI: the host's kernel as selected at this call, SDPA for its fallbacks."""
+    """The DiT's attention inside ComfyUI: the host's kernel as selected at this call, SDPA for its fallbacks; with
+    an attention override in the forward's options, the host's selection handed to that override (its choice)."""
+    options = _forward_options.get("options")
+    if options is not None:
+        return through(host_attention.optimized_attention, options)(q, k, v, mask)
     chosen = host_function()
     if chosen is None:
         return sdpa(q, k, v, mask)

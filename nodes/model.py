@@ -121,7 +121,8 @@ class DiffusionModel(nn.Module):
             found = meanflow_r(sigma, options.get("sample_sigmas"))
             if found is not None:
                 r = (found.float() * TIMESTEP_MULTIPLIER).reshape(1).expand(batch).to(timestep.device)
-        out = self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
+        with attention.forward_options(options):  # an attention override in the options reaches the DiT's attention
+            out = self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
         check_dit_output(out, lambda: step_label(options, timestep), self.dit.compute_dtype)  # no silent black image
         return out
 

@@ -4,8 +4,9 @@ Every attention function the host registers (PyTorch SDPA, split, sub-quadratic;
 installed) and its basic one is compared with PyTorch's SDPA on the same inputs: unmasked, with a key mask (the
 token refiner's), and over valid prefixes of padded text (each sample sliced to its own tokens, so no padded key is
 ever computed). Then the pack's backend as the DiT uses it: ComfyUI's selection at each call (a run-time swap is
-followed), SDPA in place of the generic fallbacks ComfyUI picks where PyTorch attention is off, and a whole tiny
-DiT forward equal to SDPA's under each selection.
+followed), SDPA in place of the generic fallbacks ComfyUI picks where PyTorch attention is off, a whole tiny
+DiT forward equal to SDPA's under each selection, and an ``optimized_attention_override`` in the forward's
+``transformer_options`` (a model patch's hook) receiving every attention call.
 """
 
 from __future__ import annotations
@@ -81,8 +82,24 @@ with torch.no_grad():
             "described": pack_attention.described(),
         }
     host.optimized_attention = original
+
+# a model patch's attention override in transformer_options, as ComfyUI hands it to its own models
+from hy21_pack.nodes.model import wrap_dit
+patcher = wrap_dit(model)
+overridden = []
+def override(function, *args, **kwargs):
+    overridden.append(function.__name__)
+    return function(*args, **kwargs)
+diffusion_model = patcher.model.diffusion_model
+with torch.no_grad():
+    plain = diffusion_model(x, t, text, attention_mask=mask)
+    routed = diffusion_model(x, t, text, attention_mask=mask,
+                             transformer_options={pack_attention.OVERRIDE: override})
 result = {"kernels": kernels, "forwards": forwards, "counted_calls": len(calls),
-          "counted_lengths": sorted({shape[2] for shape in calls})}
+          "counted_lengths": sorted({shape[2] for shape in calls}),
+          "override": {"calls": overridden, "diff": (routed - plain).abs().max().item(),
+                       "selected": host.optimized_attention.__name__,
+                       "left_over": dict(pack_attention._forward_options)}}
 """
 )
 
@@ -119,3 +136,10 @@ def test_a_kernel_swapped_at_run_time_is_called_without_padded_text(probe):
     # kernel saw every attention of the forward, and only unpadded lengths (12 image tokens + 9 or 5 text tokens)
     assert probe["counted_calls"] >= 3, probe["counted_calls"]
     assert probe["counted_lengths"] == [9, 17, 21], probe["counted_lengths"]
+
+
+def test_an_attention_override_in_transformer_options_gets_every_attention_call(probe):
+    found = probe["override"]
+    assert found["calls"] == [found["selected"]] * 6, found  # ComfyUI's selection, handed to the override
+    assert found["diff"] < 1e-5, found
+    assert found["left_over"] == {}, "the forward's options outlived it"
