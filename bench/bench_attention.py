@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_native_step import DTYPES, enter_comfyui
+from bench_native_step import DTYPES, Clock, enter_comfyui
 
 HEADS, HEAD_DIM, COMPRESSION = 28, 128, 32
 
@@ -56,15 +55,13 @@ def main() -> int:
     for name, function in sorted({**host.REGISTERED_ATTENTION_FUNCTIONS, "basic": host.attention_basic}.items()):
         kernels[name] = pack_attention.through(function)
 
+    clock = Clock(torch.device(args.device))
+
     def timed(kernel) -> float:
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         with torch.no_grad():
             kernel(q, k, v, None)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return clock() - start
 
     with torch.no_grad():
         reference = sdpa(q, k, v, None).float()

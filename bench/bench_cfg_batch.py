@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_native_step import BYT5_DIM, DTYPES, HEAD_DIM, HIDDEN, TEXT_DIM, build_dit, enter_comfyui
+from bench_native_step import TEXT_DIM, Clock, add_model_arguments, enter_comfyui, wrapped_base_dit
 
 COMPRESSION = 32
 
@@ -32,27 +31,16 @@ def main() -> int:
     parser.add_argument("--side", type=int, default=1024, help="image side in pixels (latent = side / 32)")
     parser.add_argument("--prompt-tokens", type=int, default=120)
     parser.add_argument("--negative-tokens", type=int, default=20)
-    parser.add_argument("--hidden", type=int, default=HIDDEN)
-    parser.add_argument("--double", type=int, default=1)
-    parser.add_argument("--single", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    add_model_arguments(parser)
     args = parser.parse_args()
     enter_comfyui(args.device)
     import torch
-    from hy21_pack.hunyuan_core.dit import DiTConfig
     from hy21_pack.hunyuan_core.sampling import Conditioning, plan_sampling, sample
-    from hy21_pack.nodes.model import wrap_dit
 
-    dtype = getattr(torch, DTYPES[args.dtype])
-    cfg = DiTConfig(
-        variant="base", hidden_size=args.hidden, num_heads=args.hidden // HEAD_DIM, depth_double=args.double,
-        depth_single=args.single, rope_axes=(64, 64), text_dim=TEXT_DIM, byt5_dim=BYT5_DIM,
-    )  # fmt: skip
-    dit, _ = build_dit(cfg, dtype, args.device)
-    wrap_dit(dit)
+    dit, _ = wrapped_base_dit(args)
+    clock = Clock(torch.device(args.device))
     gen = torch.Generator().manual_seed(7)
 
     def prompt(tokens: int) -> Conditioning:
@@ -73,14 +61,10 @@ def main() -> int:
     def run(way: str) -> tuple[float, torch.Tensor]:
         plan = plan_sampling("base", steps=args.steps, apg_start=args.steps // 2, batched_cfg=way == "batched")
         counting["way"] = way
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         with torch.no_grad():
             out = sample(dit, noise, positive, negative, schedule=plan.schedule, guidance=plan.guidance)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, out
+        return clock() - start, out
 
     outputs = {way: run(way)[1] for way in ("batched", "two calls")}  # warm-up
     warm = dict(forwards)

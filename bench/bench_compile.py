@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_native_step import BYT5_DIM, DTYPES, HEAD_DIM, HIDDEN, TEXT_DIM, build_dit, enter_comfyui
+from bench_native_step import TEXT_DIM, Clock, add_model_arguments, enter_comfyui, wrapped_base_dit
 
 COMPRESSION = 32
 
@@ -32,26 +31,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", type=int, default=1024, help="image side in pixels (tokens = (side / 32)^2)")
     parser.add_argument("--text", type=int, default=256, help="valid prompt tokens")
-    parser.add_argument("--hidden", type=int, default=HIDDEN)
-    parser.add_argument("--double", type=int, default=1)
-    parser.add_argument("--single", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (inductor, eager, ...)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    add_model_arguments(parser)
     args = parser.parse_args()
     enter_comfyui(args.device)
     import torch
-    from hy21_pack.hunyuan_core.dit import DiTConfig
-    from hy21_pack.nodes.model import wrap_dit
 
-    dtype = getattr(torch, DTYPES[args.dtype])
-    cfg = DiTConfig(
-        variant="base", hidden_size=args.hidden, num_heads=args.hidden // HEAD_DIM, depth_double=args.double,
-        depth_single=args.single, rope_axes=(64, 64), text_dim=TEXT_DIM, byt5_dim=BYT5_DIM,
-    )  # fmt: skip
-    dit, _ = build_dit(cfg, dtype, args.device)
-    wrap_dit(dit)  # ComfyUI's attention selection, as in a real run
+    dit, dtype = wrapped_base_dit(args)
+    clock = Clock(torch.device(args.device))
     side = args.side // COMPRESSION
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 64, side, side, generator=gen).to(args.device, dtype)
@@ -69,14 +57,10 @@ def main() -> int:
 
     def timed(forwards) -> tuple[float, torch.Tensor]:
         use(forwards)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         with torch.no_grad():
             out = dit(x, t, text, mask)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, out
+        return clock() - start, out
 
     eager_first, reference = timed(eager_forwards)
     compile_s, compiled_out = timed(compiled_forwards)
@@ -89,7 +73,8 @@ def main() -> int:
     use(eager_forwards)
     tokens = side * side + args.text
     print(
-        f"DiT forward: hidden {args.hidden}, {args.double} double + {args.single} single blocks + 2 refiner blocks, "
+        f"DiT forward: hidden {args.hidden}, {args.double} double + {args.single} single blocks + "
+        f"{args.refiner_depth} refiner blocks, "
         f"{tokens} tokens ({args.side}x{args.side} + {args.text} text), {args.dtype} on {args.device}, "
         f"backend {args.backend}, {args.repeats} repeats"
     )

@@ -85,6 +85,28 @@ def enter_comfyui(device: str) -> Path:
 # ---------------------------------------------------------------------------------------------------- the model
 
 
+def add_model_arguments(parser) -> None:
+    """The DiT's shape, dtype and device, as every benchmark that builds a full-width, reduced-depth DiT takes them."""
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help=f"DiT width (default the real {HIDDEN})")
+    parser.add_argument("--double", type=int, default=1, help="double-stream blocks (default 1; official 20)")
+    parser.add_argument("--single", type=int, default=1, help="single-stream blocks (default 1; official 40)")
+    parser.add_argument("--refiner-depth", type=int, default=2, help="token refiner blocks (default the real 2)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="weights and compute (default fp32)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu (ComfyUI's --cpu)")
+
+
+def wrapped_base_dit(args):
+    """The base DiT of ``args``'s shape (``add_model_arguments``) with random weights, wrapped as ComfyUI's MODEL so
+    its attention is the host's selection as in a real run: ``(dit, torch dtype)``."""
+    import torch
+    from hy21_pack.nodes.model import wrap_dit
+
+    dtype = getattr(torch, DTYPES[args.dtype])
+    dit, _ = build_dit(configs(args)["base"], dtype, args.device)
+    wrap_dit(dit)
+    return dit, dtype
+
+
 def configs(args):
     from hy21_pack.hunyuan_core.dit import DiTConfig
 
@@ -362,14 +384,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="steps per timed run (>= 2; default 4)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per path and variant (default 2)")
     parser.add_argument("--latent", type=int, default=12, help="latent side (image side / 32; default 12)")
-    parser.add_argument("--hidden", type=int, default=HIDDEN, help=f"DiT width (default the real {HIDDEN})")
-    parser.add_argument("--double", type=int, default=1, help="double-stream blocks (default 1; official 20)")
-    parser.add_argument("--single", type=int, default=1, help="single-stream blocks (default 1; official 40)")
-    parser.add_argument("--refiner-depth", type=int, default=2, help="token refiner blocks (default the real 2)")
+    add_model_arguments(parser)
     parser.add_argument("--prompt-tokens", type=int, default=60, help="positive prompt tokens (default 60)")
     parser.add_argument("--negative-tokens", type=int, default=30, help="negative prompt tokens (default 30)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="weights and compute (default fp32)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu (ComfyUI's --cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--variants", nargs="+", choices=("base", "distilled"), default=["base", "distilled"])
     parser.add_argument("--profile", action="store_true", help="add one cProfile'd ComfyUI run per variant")

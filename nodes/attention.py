@@ -16,6 +16,7 @@ calls the backend, on every backend alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,8 @@ import torch
 from ..hunyuan_core.dit.attention import AttentionFn, sdpa
 
 GENERIC_FALLBACKS = ("attention_split", "attention_sub_quad", "attention_basic")
+# The fallback functions themselves, looked up once: ComfyUI swaps which function is selected, never these.
+_FALLBACKS = tuple(getattr(host_attention, name) for name in GENERIC_FALLBACKS if hasattr(host_attention, name))
 OVERRIDE = "optimized_attention_override"  # ComfyUI's per-run attention hook in transformer_options
 
 # The transformer_options of the DiT forward in progress, when they carry an attention override (ComfyUI runs one
@@ -50,8 +53,7 @@ def forward_options(options: dict) -> Iterator[None]:
 def host_function():
     """ComfyUI's selected attention function right now, or None where it is one of its generic fallbacks."""
     chosen = host_attention.optimized_attention
-    fallbacks = [getattr(host_attention, name, None) for name in GENERIC_FALLBACKS]
-    return None if any(chosen is fallback for fallback in fallbacks) else chosen
+    return None if any(chosen is fallback for fallback in _FALLBACKS) else chosen
 
 
 def described() -> str:
@@ -63,20 +65,24 @@ def described() -> str:
     return f"ComfyUI's {getattr(chosen, '__name__', repr(chosen))}"
 
 
-def through(function, transformer_options: dict | None = None) -> AttentionFn:
-    """One of ComfyUI's attention functions as the core's backend: ``[B, heads, S, D]`` in and out, a boolean
-    mask (True = attend) turned into the additive mask ComfyUI's kernels take (the lowest value, not -inf, so a
-    chunked kernel whose chunk holds only masked keys stays finite)."""
+def call_host(
+    function, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    transformer_options: dict | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """One of ComfyUI's attention functions on the core's ``[B, heads, S, D]`` tensors, returning the same layout;
+    a boolean mask (True = attend) becomes the additive mask ComfyUI's kernels take (the lowest value, not -inf,
+    so a chunked kernel whose chunk holds only masked keys stays finite)."""
+    batch, heads, seq, dim = q.shape
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
+    extra = {} if transformer_options is None else {"transformer_options": transformer_options}
+    out = function(q, k, v, heads, mask=mask, skip_reshape=True, **extra)  # [B, S, heads * D] from every kernel
+    return out.view(batch, seq, heads, dim).transpose(1, 2)
 
-    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        batch, heads, seq, dim = q.shape
-        if mask is not None and mask.dtype == torch.bool:  # ComfyUI's kernels add masks: keep 0, drop the lowest
-            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
-        extra = {} if transformer_options is None else {"transformer_options": transformer_options}
-        out = function(q, k, v, heads, mask=mask, skip_reshape=True, **extra)  # [B, S, heads * D] from every kernel
-        return out.view(batch, seq, heads, dim).transpose(1, 2)
 
-    return attend
+def through(function) -> AttentionFn:
+    """One of ComfyUI's attention functions as a core attention backend (``call_host`` bound to it)."""
+    return functools.partial(call_host, function)
 
 
 def host_attention_backend(
@@ -86,8 +92,8 @@ def host_attention_backend(
     an attention override in the forward's options, the host's selection handed to that override (its choice)."""
     options = _forward_options.get("options")
     if options is not None:
-        return through(host_attention.optimized_attention, options)(q, k, v, mask)
+        return call_host(host_attention.optimized_attention, q, k, v, mask, transformer_options=options)
     chosen = host_function()
     if chosen is None:
         return sdpa(q, k, v, mask)
-    return through(chosen)(q, k, v, mask)
+    return call_host(chosen, q, k, v, mask)

@@ -247,6 +247,7 @@ def to_ui(nodes: list[Node]) -> dict:
     links, ui_nodes = [], []
     out_links: dict[tuple[int, int], list[int]] = {}
     positions = layout(nodes)
+    models_of = {node.id: model_files(node) for node in nodes}
     for node in nodes:
         for slot_name, (src, slot, kind) in node.links.items():
             link_id = len(links) + 1
@@ -259,8 +260,8 @@ def to_ui(nodes: list[Node]) -> dict:
             for i, name in enumerate(node.links)
         }
         properties = {"Node name for S&R": node.type}
-        if model_files(node):
-            properties["models"] = model_files(node)
+        if models_of[node.id]:
+            properties["models"] = models_of[node.id]
         ui_nodes.append({
             "id": node.id, "type": node.type, "pos": list(positions[node.id]), "size": list(SIZES[node.type]),
             "flags": {}, "order": order, "mode": 0,
@@ -269,7 +270,7 @@ def to_ui(nodes: list[Node]) -> dict:
                         for i, (n, t) in enumerate(node.outputs)],
             "properties": properties, "widgets_values": node.widgets,
         })  # fmt: skip
-    models = {entry["url"]: entry for node in nodes for entry in model_files(node)}
+    models = {entry["url"]: entry for entries in models_of.values() for entry in entries}
     return {
         "last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
         "groups": [], "config": {}, "extra": {}, "models": list(models.values()), "version": 0.4,

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from hy21_host import PromptRejectedError
+from hy21_host.host import PACK_NAME
 
 PICKLED_SUFFIXES = (".pt", ".ckpt", ".bin")  # torch.save, as the official releases ship them
 
@@ -152,3 +153,13 @@ def refusal(comfy, prompt: dict) -> tuple[str, dict[str, dict[str, list[str]]], 
         return "queue", found, "\n".join(rejected.messages())
     assert result.status == "error", "the bad prompt ran"
     return "run", {}, result.error["exception_message"]
+
+
+def pack_nodes(object_info: Mapping[str, dict]) -> dict[str, dict]:
+    """The pack's node definitions in a server's /object_info (the ones ComfyUI loaded from the pack's folder), by
+    node id; at least one, each named ``HunyuanImage21…``."""
+    module = f"custom_nodes.{PACK_NAME}"
+    nodes = {name: info for name, info in object_info.items() if info.get("python_module") == module}
+    assert nodes, f"no node of {module} in /object_info"
+    assert all(name.startswith("HunyuanImage21") for name in nodes), sorted(nodes)
+    return nodes

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import helpers
 import pytest
 
 from hy21_host import ComfyClient, repo_root
@@ -20,7 +21,6 @@ from hy21_host.host import PACK_NAME
 pytestmark = pytest.mark.server
 
 DOCS = repo_root() / "web" / "docs"
-PACK_MODULE = f"custom_nodes.{PACK_NAME}"
 EXTENSION_ROOT = f"/extensions/{urllib.parse.quote(PACK_NAME)}"
 BULLET = re.compile(r"^- \*\*([^*]+)\*\*", re.MULTILINE)
 
@@ -56,10 +56,7 @@ def sections(page: str) -> dict[str, str]:
 @pytest.fixture
 def pack_nodes(comfy: ComfyClient) -> dict[str, dict]:
     """/object_info of the pack's nodes, by node id."""
-    nodes = {name: info for name, info in comfy.object_info().items() if info.get("python_module") == PACK_MODULE}
-    assert nodes, f"no node of {PACK_MODULE} in /object_info"
-    assert all(name.startswith("HunyuanImage21") for name in nodes), sorted(nodes)
-    return nodes
+    return helpers.pack_nodes(comfy.object_info())
 
 
 def test_every_node_has_description_and_tooltips(pack_nodes):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -112,14 +111,9 @@ def run_in_comfyui(script: str, *args: object, timeout: float = 300.0) -> Any:
 def installed_frontend(python: str = sys.executable) -> Path | None:
     """The web UI (``comfyui-frontend-package``'s static folder) that ``python`` would serve, or None when that
     interpreter does not have the package: a server is then started on an empty ``--front-end-root`` and serves the
-    HTTP API only (ComfyUI exits at start-up without a frontend)."""
+    HTTP API only (ComfyUI exits at start-up without a frontend). Asked of ``python`` itself, which may be another
+    interpreter than this one."""
     probe = "import importlib.resources as r, comfyui_frontend_package as p; print(r.files(p) / 'static')"
-    if python == sys.executable:
-        spec = importlib.util.find_spec("comfyui_frontend_package")
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        static = Path(next(iter(spec.submodule_search_locations))) / "static"
-        return static if (static / "index.html").is_file() else None
     out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
     static = Path(out.stdout.strip()) if out.returncode == 0 else None
     return static if static is not None and (static / "index.html").is_file() else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import helpers
 import pytest
 from ui import UiPage, is_offline_noise, start_ui_host
 
@@ -23,8 +24,7 @@ SETTLE_S = 2.0  # after the network goes idle: late console messages (deferred l
 
 def pack_nodes(server_url: str) -> dict[str, dict]:
     """The pack's node definitions from the server's /object_info, by node id."""
-    info = ComfyClient(server_url).object_info()
-    nodes = {name: spec for name, spec in info.items() if spec.get("python_module") == f"custom_nodes.{PACK_NAME}"}
+    nodes = helpers.pack_nodes(ComfyClient(server_url).object_info())
     assert len(nodes) >= 13, f"the server lists {len(nodes)} pack nodes"
     return nodes
 

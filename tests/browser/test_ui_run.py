@@ -31,11 +31,6 @@ READ_PREVIEW = """(id) => {
 }"""
 
 
-def ended(ui: UiPage, after: int) -> bool:
-    terminal = ("execution_success", "execution_error", "execution_interrupted")
-    return any(event["type"] in terminal for event in ui.events()[after:])
-
-
 def images_shown(ui: UiPage, node_id: int) -> list[dict]:
     """The images the output node displays, each loaded (complete, natural width)."""
     (node,) = [n for n in ui.graph()["nodes"] if n["id"] == node_id]
@@ -69,7 +64,7 @@ def test_run_shows_progress_a_live_preview_and_the_image(ui: UiPage, artifacts):
     ui.click_run()
     ui.wait_for_event("b_preview", after=before)
     preview_on_sampler = 0
-    while not preview_on_sampler and not ended(ui, before):  # the frontend files the preview as it arrives
+    while not preview_on_sampler and not ui.end(before):  # the frontend files the preview as it arrives
         preview_on_sampler = ui.page.evaluate(READ_PREVIEW, SAMPLER)
         time.sleep(0.02)
     end = ui.wait_for_end(after=before)

@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
 from hy21_host import ComfyHost
 from hy21_host.browser import seed_ui_settings
+from hy21_host.client import TERMINAL_EVENTS
 from hy21_host.tiny_models import write_tiny_models
 
 # Server events the frontend's API client dispatches; the page records each with its data (previews as their size).
@@ -123,9 +123,8 @@ def is_offline_noise(line: str) -> bool:
 class UiPage:
     """A Playwright page on ComfyUI's web UI, with the pack's tests' vocabulary."""
 
-    def __init__(self, page: Any, url: str, artifacts: Path) -> None:
+    def __init__(self, page: Any, artifacts: Path) -> None:
         self.page = page
-        self.url = url
         self.artifacts = artifacts
         self.log = PageLog()
         page.on("console", self._on_console)
@@ -135,7 +134,7 @@ class UiPage:
 
     @classmethod
     def open(cls, page: Any, url: str, artifacts: Path, timeout_s: float = 90.0) -> UiPage:
-        ui = cls(page, url, artifacts)
+        ui = cls(page, artifacts)
         page.goto(url)
         ui.wait_until_ready(timeout_s)
         return ui
@@ -230,14 +229,16 @@ class UiPage:
             time.sleep(0.05)
         raise TimeoutError(f"no {kind} event in {timeout_s:.0f} s; events: {[e['type'] for e in self.events()]}")
 
+    def end(self, after: int = 0) -> dict[str, Any] | None:
+        """The prompt's terminal event (success, error or interrupted) past the first ``after`` events, if any yet."""
+        return next((e for e in self.events()[after:] if e["type"] in TERMINAL_EVENTS), None)
+
     def wait_for_end(self, timeout_s: float = 180.0, after: int = 0) -> dict[str, Any]:
-        """The prompt's terminal event (success, error or interrupted) past the first ``after`` events."""
         deadline = time.monotonic() + timeout_s
-        terminal = ("execution_success", "execution_error", "execution_interrupted")
         while time.monotonic() < deadline:
-            found = [e for e in self.events()[after:] if e["type"] in terminal]
+            found = self.end(after)
             if found:
-                return found[0]
+                return found
             time.sleep(0.1)
         raise TimeoutError(f"the prompt did not end in {timeout_s:.0f} s")
 
@@ -245,8 +246,3 @@ class UiPage:
         path = self.artifacts / f"{name}.png"
         self.page.screenshot(path=str(path))
         return path
-
-    @property
-    def server(self) -> str:
-        parsed = urlparse(self.url)
-        return f"{parsed.scheme}://{parsed.netloc}"
