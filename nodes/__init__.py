@@ -17,12 +17,14 @@ from .lora_keys import extend_host_key_map
 from .lora_loader import HunyuanImage21LoraLoader
 from .refiner import HunyuanImage21Refiner
 from .sampler import HunyuanImage21Sampler
+from .step_cache import HunyuanImage21StepCache
 from .text import HunyuanImage21TextEncode
 from .vae import HunyuanImage21VAEDecode, HunyuanImage21VAEEncode
 
 NODE_CLASSES: list[type[io.ComfyNode]] = [
     HunyuanImage21DiTLoader,
     HunyuanImage21LoraLoader,
+    HunyuanImage21StepCache,
     HunyuanImage21TextEncoderLoader,
     HunyuanImage21VAELoader,
     HunyuanImage21TextEncode,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..hunyuan_core.dit import HunyuanImageDiT
+from ..hunyuan_core.dit.step_cache import ForwardCache, StepCache
 from ..hunyuan_core.variants import GUIDANCE_EMBED_MULTIPLIER, TIMESTEP_MULTIPLIER, Variant, get_variant
 from . import attention, management
 from .finite_checks import check_dit_output
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 BYT5_MASK = "hy21_byt5_mask"  # only when the ByT5 states are padded
 QUOTED_TEXT = "hy21_has_quoted_text"  # the official guidance's later CFG->APG switch
 PROMPT = "hy21_prompt"  # the prompt as encoded: the refiner re-encodes it with its own template
+# In transformer_options: the step-cache node's settings on a MODEL, a run's ``StepCache`` while it samples.
+STEP_CACHE = "hy21_step_cache"
 
 
 def meanflow_r(sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tensor | None:
@@ -58,6 +61,20 @@ def step_label(options: dict, timestep: torch.Tensor) -> str:
     if schedule is None:
         return f"sigma {float(sigma):.4g}"
     return f"step {step_index(sigma, schedule) + 1} of {len(schedule) - 1} (sigma {float(sigma):.4g})"
+
+
+def forward_cache(options: dict) -> ForwardCache | None:
+    """The step cache one forward uses, from its ``transformer_options``; None when the model has no step-cache
+    patch, outside a sampling run, or where the run's schedule is unknown. The forward's prompts are ComfyUI's cond
+    uuids, one equal batch chunk each."""
+    cache = options.get(STEP_CACHE)
+    schedule = options.get("sample_sigmas")
+    sigmas = options.get("sigmas")
+    if not isinstance(cache, StepCache) or schedule is None or sigmas is None:
+        return None
+    keys = options.get("uuids") or options.get("cond_or_uncond") or [0]
+    sigma = sigmas.max()
+    return cache.at(float(sigma), step_index(sigma, schedule), len(schedule) - 1, keys)
 
 
 class DiffusionModel(nn.Module):
@@ -122,7 +139,10 @@ class DiffusionModel(nn.Module):
             if found is not None:
                 r = (found.float() * TIMESTEP_MULTIPLIER).reshape(1).expand(batch).to(timestep.device)
         with attention.forward_options(options):  # an attention override in the options reaches the DiT's attention
-            out = self.dit(x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r)
+            out = self.dit(
+                x, timestep, context, text_mask, txt_byt5, byt5_mask, guidance=g, timestep_r=r,
+                cache=forward_cache(options),
+            )  # fmt: skip
         check_dit_output(out, lambda: step_label(options, timestep), self.dit.compute_dtype)  # no silent black image
         return out
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import AttentionFn, key_attention_mask, key_masked_attention, prefix_attention, sdpa
-from .layers import RMSNorm, TimestepEmbedder, apply_rope, layer_norm, modulate
+from .layers import RMSNorm, TimestepEmbedder, apply_rope_, layer_norm, modulate
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -47,10 +47,12 @@ def modulated(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return modulate(layer_norm(x), shift, scale).to(shift.dtype)
 
 
-def gated(gate: torch.Tensor, out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``gate * out`` for the residual add, multiplied in the residual stream's dtype (float32 around fp16 layers,
-    where the product could overflow; the same dtype otherwise, so nothing changes)."""
-    return gate.unsqueeze(1).to(residual.dtype) * out
+def add_gated(residual: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``residual + gate * out``, multiplied in the residual stream's dtype (float32 around fp16 layers, where the
+    product could overflow; the same dtype otherwise, so nothing changes), the residual added in place."""
+    update = gate.unsqueeze(1).to(residual.dtype) * out
+    update += residual
+    return update
 
 
 def split_heads(x: torch.Tensor, parts: int, heads: int) -> list[torch.Tensor]:
@@ -81,18 +83,23 @@ class DoubleStreamBlock(nn.Module):
         k = getattr(self, f"{stream}_attn_k_norm")(k)
         return q, k, v
 
+    def image_input(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """The image stream's normed, modulated input to attention (a step cache's probe)."""
+        shift, scale = self.img_mod(vec)[:2]
+        return modulated(img, shift, scale)
+
     def forward(self, img, txt, vec, rope, valid, attn: AttentionFn = sdpa):
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
         iq, ik, iv = self._qkv("img", img, i_shift1, i_scale1)
         tq, tk, tv = self._qkv("txt", txt, t_shift1, t_scale1)
-        iq, ik = apply_rope(iq, *rope), apply_rope(ik, *rope)
+        iq, ik = apply_rope_(iq, rope), apply_rope_(ik, rope)
         out = prefix_attention(torch.cat([iq, tq], 1), torch.cat([ik, tk], 1), torch.cat([iv, tv], 1), valid, attn)
         img_attn, txt_attn = out[:, : img.shape[1]], out[:, img.shape[1] :]
-        img = img + gated(i_gate1, self.img_attn_proj(img_attn), img)
-        img = img + gated(i_gate2, self.img_mlp(modulated(img, i_shift2, i_scale2)), img)
-        txt = txt + gated(t_gate1, self.txt_attn_proj(txt_attn), txt)
-        txt = txt + gated(t_gate2, self.txt_mlp(modulated(txt, t_shift2, t_scale2)), txt)
+        img = add_gated(img, i_gate1, self.img_attn_proj(img_attn))
+        img = add_gated(img, i_gate2, self.img_mlp(modulated(img, i_shift2, i_scale2)))
+        txt = add_gated(txt, t_gate1, self.txt_attn_proj(txt_attn))
+        txt = add_gated(txt, t_gate2, self.txt_mlp(modulated(txt, t_shift2, t_scale2)))
         return img, txt
 
 
@@ -111,15 +118,20 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(hidden // heads, **kw)
         self.modulation = Modulation(hidden, 3, operations=operations, **kw)
 
-    def forward(self, x, vec, img_len, rope, valid, attn: AttentionFn = sdpa):
+    def layer_input(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """The normed, modulated input to ``linear1`` (a step cache's probe)."""
+        shift, scale = self.modulation(vec)[:2]
+        return modulated(x, shift, scale)
+
+    def forward(self, x, vec, rope, valid, attn: AttentionFn = sdpa):
+        """``rope`` rotates the whole joint sequence: the image tokens' rotations, then identity rows for the text."""
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(modulated(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
         q, k, v = split_heads(qkv, 3, self.heads)
         q, k = self.q_norm(q), self.k_norm(k)
-        q = torch.cat([apply_rope(q[:, :img_len], *rope), q[:, img_len:]], 1)
-        k = torch.cat([apply_rope(k[:, :img_len], *rope), k[:, img_len:]], 1)
+        q, k = apply_rope_(q, rope), apply_rope_(k, rope)
         out = self.linear2(torch.cat([prefix_attention(q, k, v, valid, attn), gelu_tanh(mlp)], -1))
-        return x + gated(gate, out, x)
+        return add_gated(x, gate, out)
 
 
 class TokenRefinerBlock(nn.Module):

@@ -45,8 +45,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight.to(x.dtype)
+        wide = x.float()
+        normed = (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        normed *= self.weight.to(x.dtype)  # in place on the fresh tensor: one temporary fewer, the same rounding
+        return normed
 
 
 def layer_norm(x: torch.Tensor) -> torch.Tensor:
@@ -55,30 +57,46 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """``x * (1 + scale) + shift`` per sample, the shift added in place (one temporary fewer, the same rounding)."""
+    out = x * (1 + scale.unsqueeze(1))
+    out += shift.unsqueeze(1)
+    return out
 
 
-def rope_tables(
-    grid: tuple[int, ...], axes: tuple[int, ...], theta: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables ``[tokens, head_dim]`` for an n-D integer grid, pairs interleaved (dims 2i, 2i+1).
+def rope_rotation(
+    grid: tuple[int, ...], axes: tuple[int, ...], theta: float, device: torch.device, unrotated: int = 0
+) -> torch.Tensor:
+    """The RoPE rotations ``[tokens, head_dim / 2, 2, 2]`` of an n-D integer grid: for each token and each pair of
+    dims (2i, 2i+1) the matrix ``[[cos, -sin], [sin, cos]]`` of its angle.
 
-    Positions start at 0 on every axis; the grid is flattened row-major (first axis outermost).
+    Positions start at 0 on every axis; the grid is flattened row-major (first axis outermost). ``unrotated``
+    identity rows follow (the text tokens of the joint sequence, which the official model does not rotate: the
+    identity leaves them exactly as they are).
     """
     coords = torch.meshgrid(*[torch.arange(n, dtype=torch.float32, device=device) for n in grid], indexing="ij")
-    cos_parts, sin_parts = [], []
+    angles = []
     for pos, dim in zip(coords, axes, strict=True):
         freqs = 1.0 / theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32)[: dim // 2] / dim)
-        angles = torch.outer(pos.reshape(-1), freqs)
-        cos_parts.append(angles.cos().repeat_interleave(2, dim=1))
-        sin_parts.append(angles.sin().repeat_interleave(2, dim=1))
-    return torch.cat(cos_parts, dim=1), torch.cat(sin_parts, dim=1)
+        angles.append(torch.outer(pos.reshape(-1), freqs))
+    angle = torch.cat(angles, dim=1)
+    if unrotated:
+        angle = torch.cat([angle, angle.new_zeros(unrotated, angle.shape[1])])
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, N, heads, D]`` by the tables; each pair (a, b) turns into (a cos - b sin, b cos + a sin)."""
-    xf = x.float()
-    pairs = xf.unflatten(-1, (-1, 2))
-    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    return (xf * cos + rotated * sin).to(x.dtype)
+def apply_rope_(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [B, N, heads, D]`` by ``rotation [N, D / 2, 2, 2]`` in float32: each pair (a, b) turns into
+    (a cos - b sin, b cos + a sin), the official arithmetic and rounding.
+
+    Consumes ``x``: a float32 ``x`` is overwritten as scratch space (the blocks pass their freshly normed q and k),
+    which saves a temporary as large as ``x`` per call.
+    """
+    pairs = x.float().unflatten(-1, (-1, 2))
+    matrix = rotation[None, :, None]
+    out = matrix[..., 0] * pairs[..., 0:1]  # (a cos, a sin)
+    b = pairs[..., 1]
+    pairs[..., 0].copy_(b).mul_(matrix[..., 0, 1])  # a is used: its slot takes -b sin
+    b.mul_(matrix[..., 1, 1])  # b cos
+    out += pairs
+    return out.flatten(-2).to(x.dtype)

@@ -11,7 +11,8 @@ from torch import nn
 from .attention import get_backend
 from .blocks import ByT5Mapper, DoubleStreamBlock, FinalLayer, SingleStreamBlock, TokenRefiner
 from .config import DiTConfig
-from .layers import TimestepEmbedder, rope_tables
+from .layers import TimestepEmbedder, rope_rotation
+from .step_cache import ForwardCache
 
 
 class PatchEmbed(nn.Module):
@@ -141,26 +142,45 @@ class HunyuanImageDiT(nn.Module):
         byt5_mask: torch.Tensor | None = None,
         guidance: torch.Tensor | None = None,
         timestep_r: torch.Tensor | None = None,
+        cache: ForwardCache | None = None,
     ) -> torch.Tensor:
+        """``cache`` (opt-in step caching, ``step_cache.py``) may answer the forward from the last residual of the
+        blocks instead of running them; None runs the model as officially."""
         dtype = self.compute_dtype
         batch = x.shape[0]
         grid = tuple(x.shape[2:])
         t = t.reshape(-1).expand(batch) if t.numel() == 1 else t
         vec = self.conditioning(t, _per_sample(guidance, batch), _per_sample(timestep_r, batch), dtype)
-        text_in = self.text_tokens(t, text, text_mask, byt5, byt5_mask, dtype)
         residual = FP16_RESIDUAL if dtype == torch.float16 else dtype
         img = self.img_in(x.to(dtype)).to(residual)
-        txt = text_in.tokens.to(residual)
         img_len = img.shape[1]
-        rope = rope_tables(grid, self.config.rope_axes, self.config.rope_theta, x.device)
+        if cache is not None:
+            reused = cache.reuse(self.cache_probe(img, vec))
+            if reused is not None:
+                return self.unpatchify(self.final_layer(img + reused.to(img.dtype), vec), batch, grid, x.dtype)
+            img_in = img
+        text_in = self.text_tokens(t, text, text_mask, byt5, byt5_mask, dtype)
+        txt = text_in.tokens.to(residual)
+        rope = rope_rotation(grid, self.config.rope_axes, self.config.rope_theta, x.device, unrotated=txt.shape[1])
         valid = [img_len + n for n in text_in.valid]
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, valid, self.attention)
+            img, txt = block(img, txt, vec, rope[:img_len], valid, self.attention)
         joint = torch.cat([img, txt], dim=1)
         for block in self.single_blocks:
-            joint = block(joint, vec, img_len, rope, valid, self.attention)
-        out = self.final_layer(joint[:, :img_len], vec)
-        return out.transpose(1, 2).reshape(batch, self.config.out_channels, *grid).to(x.dtype)
+            joint = block(joint, vec, rope, valid, self.attention)
+        if cache is not None:
+            cache.remember(joint[:, :img_len] - img_in)
+        return self.unpatchify(self.final_layer(joint[:, :img_len], vec), batch, grid, x.dtype)
+
+    def cache_probe(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """What a step cache compares between forwards: the first block's modulated image input."""
+        if self.double_blocks:
+            return self.double_blocks[0].image_input(img, vec)
+        return self.single_blocks[0].layer_input(img, vec)
+
+    def unpatchify(self, tokens: torch.Tensor, batch: int, grid: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """The final layer's tokens ``[B, L, C]`` as the latent ``[B, C, *grid]``."""
+        return tokens.transpose(1, 2).reshape(batch, self.config.out_channels, *grid).to(dtype)
 
 
 def _per_sample(value: torch.Tensor | float | None, batch: int) -> torch.Tensor | None:
