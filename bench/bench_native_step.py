@@ -55,8 +55,12 @@ TARGET = 1.02
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def enter_comfyui(device: str) -> Path:
-    """Put the hosted ComfyUI first on ``sys.path``, configured for ``device``, and import the pack from it."""
+def enter_comfyui(device: str, **settings: object) -> Path:
+    """Put the hosted ComfyUI first on ``sys.path``, configured for ``device``, and import the pack from it.
+
+    ``settings`` are further ComfyUI command-line options (attributes of ``comfy.cli_args.args``, e.g.
+    ``use_pytorch_cross_attention=True``), set before anything of ComfyUI reads them: its model management and
+    attention modules decide at import."""
     sys.path.append(str(ROOT / "scripts"))
     from hy21_host import comfyui_version, find_comfyui
 
@@ -65,6 +69,10 @@ def enter_comfyui(device: str) -> Path:
     from comfy.cli_args import args
 
     args.cpu = device == "cpu"
+    for name, value in settings.items():
+        if not hasattr(args, name):
+            raise SystemExit(f"ComfyUI at {comfyui} has no command-line option {name!r}")
+        setattr(args, name, value)
     import comfy.cli_args
 
     if not Path(comfy.cli_args.__file__).resolve().is_relative_to(comfyui.resolve()):
