@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
     parser.add_argument("--start", type=float, default=-1.0, help="-1 = the calibrated start of each variant")
     parser.add_argument("--end", type=float, default=-1.0, help="-1 = the calibrated end of each variant")
-    parser.add_argument("--bound", type=float, default=0.05, help="the error bound the summary line judges by")
+    parser.add_argument("--bound", type=float, default=0.02, help="the bound the summary judges by (the shipped 2 %%)")
     parser.add_argument("--seed", type=int, default=0, help="weights, prompts and noise")
     add_model_arguments(parser)
     args = parser.parse_args()
