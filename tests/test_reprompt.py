@@ -5,11 +5,13 @@ the Hugging Face layout with the host ComfyUI's Qwen tokenizer."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from enhancer_files import write_tiny_enhancer
 
 from hunyuan_core.text.reprompt import (
     DEFAULT_CHAT,
@@ -20,7 +22,6 @@ from hunyuan_core.text.reprompt import (
     replace_single_quotes,
     user_message,
 )
-from hy21_host import find_comfyui
 
 pytestmark = pytest.mark.parity
 
@@ -62,33 +63,7 @@ def test_the_user_message_is_the_official_instruction_a_newline_and_the_prompt()
 
 @pytest.fixture(scope="module")
 def tiny_enhancer(tmp_path_factory) -> Path:
-    """A Qwen2.5-VL causal LM folder as Hugging Face saves it: config, safetensors, generation config (the
-    Instruct release's repetition penalty 1.05 and end tokens), the host's Qwen tokenizer files."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    folder = tmp_path_factory.mktemp("PromptEnhancer-tiny")
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 151936, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "rope_scaling": {"type": "mrope",
-            "mrope_section": [2, 3, 3]}, "max_position_embeddings": 4096, "tie_word_embeddings": False,
-        },
-        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-                       "fullatt_block_indexes": [0]},
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    model.save_pretrained(folder)
-    generation = {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "repetition_penalty": 1.05,
-                  "do_sample": True, "temperature": 0.1, "top_p": 0.001, "top_k": 1}  # fmt: skip
-    (folder / "generation_config.json").write_text(json.dumps(generation))
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
-        shutil.copy(find_comfyui() / "comfy" / "text_encoders" / "qwen25_tokenizer" / name, folder / name)
-    return folder
+    return write_tiny_enhancer(tmp_path_factory.mktemp("PromptEnhancer-tiny"))
 
 
 def reference_and_ours(folder: Path, prompt: str, max_new_tokens: int, eos: list[int] | None = None):
@@ -141,3 +116,57 @@ def test_without_a_repetition_penalty_decoding_is_plain_argmax(tiny_enhancer, tm
     _, want, got, _, settings = reference_and_ours(folder, "a cat", 16)
     assert settings == GenerationSettings((151645,), 1.0)
     assert got == want
+
+
+# --- the enhancer loaded by the core's own loader ------------------------------------------------------------------
+
+
+def test_the_loaded_enhancer_generates_what_transformers_generates(tiny_enhancer):
+    from hunyuan_core.text.enhancer import load_prompt_enhancer
+
+    enhancer = load_prompt_enhancer(tiny_enhancer, dtype=torch.float32)
+    _, want, _, _, _ = reference_and_ours(tiny_enhancer, "a red fox", 24)
+    tokens = []
+    text = enhancer.generate(user_message("a red fox"), 24, on_token=lambda count, token: tokens.append(token))
+    assert tokens == want
+    assert text == enhancer.tokenizer.decode(want, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert enhancer.settings == GenerationSettings((151645, 151643), 1.05)
+
+
+def test_an_output_that_does_not_parse_keeps_the_original_prompt(tiny_enhancer):
+    from hunyuan_core.text.enhancer import load_prompt_enhancer
+
+    enhanced = load_prompt_enhancer(tiny_enhancer, dtype=torch.float32).enhance("a red fox", max_new_tokens=8)
+    assert (enhanced.prompt, enhanced.rewritten) == ("a red fox", False)  # a random model writes no think> tags
+    assert enhanced.reasoning
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"architectures": ["HunYuanForCausalLM"], "auto_map": {"AutoModelForCausalLM": "modeling_hunyuan.X"}},
+            "needs its own Python code to run (trust_remote_code",
+        ),
+        (
+            {"architectures": ["LlamaForCausalLM"], "model_type": "llama"},
+            "is a LlamaForCausalLM model, not a Qwen2.5-VL causal LM: use PromptEnhancer-7B",
+        ),
+        (None, "is not a Hugging Face model folder (no config.json)"),
+    ],
+    ids=["remote-code", "other-architecture", "no-config"],
+)
+def test_folders_it_cannot_run_are_refused_with_what_to_use(tmp_path, config, message):
+    from hunyuan_core.text.enhancer import PromptEnhancerError, load_prompt_enhancer
+
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PromptEnhancerError, match=re.escape(message)):
+        load_prompt_enhancer(tmp_path)
+
+
+def test_an_empty_prompt_is_refused(tiny_enhancer):
+    from hunyuan_core.text.enhancer import load_prompt_enhancer
+
+    with pytest.raises(ValueError, match="the prompt to enhance is empty"):
+        load_prompt_enhancer(tiny_enhancer, dtype=torch.float32).enhance("  ")
