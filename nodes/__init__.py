@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .custom_sampling import HunyuanImage21Guider, HunyuanImage21Scheduler
+from .enhancer import HunyuanImage21PromptEnhancer, HunyuanImage21PromptEnhancerLoader
 from .interrupt import check_loads
 from .latent import HunyuanImage21EmptyLatent
 from .loaders import (
@@ -27,6 +28,8 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
     HunyuanImage21StepCache,
     HunyuanImage21TextEncoderLoader,
     HunyuanImage21VAELoader,
+    HunyuanImage21PromptEnhancerLoader,
+    HunyuanImage21PromptEnhancer,
     HunyuanImage21TextEncode,
     HunyuanImage21EmptyLatent,
     HunyuanImage21Sampler,

@@ -1,4 +1,5 @@
-"""The pack's own wire types, for what ComfyUI has no type for: the text-encoder pair and the pack's two VAEs.
+"""The pack's own wire types, for what ComfyUI has no type for: the text-encoder pair, the pack's two VAEs and the
+prompt enhancer.
 
 The DiT travels as ComfyUI's MODEL (``nodes/model.py``), prompts as CONDITIONING (``nodes/conditioning.py``) and
 the guidance as GUIDER (``nodes/guider.py``), so any ComfyUI node can sit between the pack's nodes.
@@ -14,6 +15,7 @@ from comfy_api.latest import io
 TextEncoders = io.Custom("HY21_TEXT_ENCODERS")
 VAE = io.Custom("HY21_VAE")
 RefinerVAE = io.Custom("HY21_REFINER_VAE")
+PromptEnhancer = io.Custom("HY21_PROMPT_ENHANCER")  # a ModelPatcher of hunyuan_core.text.enhancer.PromptEnhancer
 
 
 @dataclass

@@ -36,6 +36,7 @@ def write_tiny_enhancer(folder: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
+    folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     (folder / "generation_config.json").write_text(json.dumps(GENERATION))
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):

@@ -19,7 +19,8 @@ EXPECTED_NODES = {
     "HunyuanImage21DiTLoader", "HunyuanImage21LoraLoader", "HunyuanImage21TextEncoderLoader", "HunyuanImage21VAELoader",
     "HunyuanImage21TextEncode", "HunyuanImage21EmptyLatent", "HunyuanImage21Sampler", "HunyuanImage21VAEDecode",
     "HunyuanImage21VAEEncode", "HunyuanImage21RefinerVAELoader", "HunyuanImage21Refiner", "HunyuanImage21Guider",
-    "HunyuanImage21Scheduler", "HunyuanImage21StepCache",
+    "HunyuanImage21Scheduler", "HunyuanImage21StepCache", "HunyuanImage21PromptEnhancerLoader",
+    "HunyuanImage21PromptEnhancer",
 }  # fmt: skip
 
 REGISTRATION_PROBE = """

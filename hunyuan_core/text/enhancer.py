@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,20 +87,25 @@ def folder_chat_template(folder: Path, tokenizer) -> tuple[str | None, bool]:
     return getattr(tokenizer, "chat_template", None), False
 
 
-@dataclass
-class PromptEnhancer:
-    """A loaded enhancer: decoder, LM head, tokenizer, its chat template and generation settings."""
+class PromptEnhancer(nn.Module):
+    """A loaded enhancer: decoder and LM head (the module's weights, for model management), tokenizer, its chat
+    template and generation settings."""
 
-    model: nn.Module
-    head: nn.Module
-    tokenizer: object
-    settings: GenerationSettings
-    template: str | None
-    content_parts: bool
-    name: str
+    def __init__(
+        self, model: nn.Module, head: nn.Module, tokenizer, settings: GenerationSettings, template: str | None,
+        content_parts: bool, name: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.template = template
+        self.content_parts = content_parts
+        self.name = name
 
     @property
-    def device(self) -> torch.device:
+    def weight_device(self) -> torch.device:
         return self.model.embed_tokens.weight.device
 
     def input_ids(self, message: str) -> torch.Tensor:
@@ -114,7 +118,7 @@ class PromptEnhancer:
 
         text = chat_text(message, self.template, render)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return torch.tensor([ids], device=self.device)
+        return torch.tensor([ids], device=self.weight_device)
 
     def generate(
         self, message: str, max_new_tokens: int = MAX_NEW_TOKENS, on_token: Callable[[int, int], None] | None = None

@@ -1,0 +1,169 @@
+"""The prompt-enhancer nodes: the official reprompt step on a local Qwen2.5-VL causal LM (``hunyuan_core.text``).
+
+The loader reads a Hugging Face folder from ``models/LLM`` (or ``models/text_encoders``) and hands the model to
+ComfyUI's model management like the text encoder (offloaded after use, Cancel checked at every layer). The enhancer
+node is STRING in, STRING out: greedy decoding needs no seed, so the same prompt gives the same text and ComfyUI's
+cache skips the node when nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..hunyuan_core.text.enhancer import load_prompt_enhancer
+from ..hunyuan_core.text.reprompt import MAX_NEW_TOKENS
+from . import host, management, widgets
+from .types import PromptEnhancer
+
+log = logging.getLogger(__name__)
+
+FOLDERS = ("LLM", "text_encoders")  # LLM first: where users keep language models for other packs too
+WEIGHT_DTYPES = ("auto", "fp32", "fp8_e4m3fn")
+PROGRESS_EVERY = 8  # tokens per progress update
+
+
+def register_llm_folder() -> None:
+    """``models/LLM``, where LLM packs keep their models; ComfyUI itself has no such folder."""
+    if "LLM" not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path("LLM", os.path.join(folder_paths.models_dir, "LLM"))
+
+
+def enhancer_folders() -> list[str]:
+    """Every Hugging Face folder (with a config.json) in the enhancer's folders, as ``<folder>/<name>/``."""
+    register_llm_folder()
+    found = []
+    for kind in FOLDERS:
+        for base in folder_paths.get_folder_paths(kind):
+            if os.path.isdir(base):
+                names = sorted(os.listdir(base))
+                found += [f"{kind}/{d}/" for d in names if os.path.isfile(os.path.join(base, d, "config.json"))]
+    return found
+
+
+def resolve_folder(choice: str) -> str:
+    kind, _, name = choice.partition("/")
+    for base in folder_paths.get_folder_paths(kind) if kind in FOLDERS else ():
+        candidate = os.path.join(base, name.rstrip("/"))
+        if os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(
+        f"model: {choice!r} is not a model folder in models/LLM or models/text_encoders; put the PromptEnhancer-7B "
+        "folder (config.json, tokenizer, *.safetensors) in models/LLM"
+    )
+
+
+class HunyuanImage21PromptEnhancerLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return host.build(
+            io.Schema,
+            node_id="HunyuanImage21PromptEnhancerLoader",
+            display_name="HunyuanImage 2.1 Prompt Enhancer Loader",
+            category="HunyuanImage/loaders",
+            description=(
+                "Loads the model of the official prompt rewriting step: a Qwen2.5-VL causal LM folder from "
+                "models/LLM (or models/text_encoders): PromptEnhancer-7B, PromptEnhancer-32B (the official default) "
+                "or Qwen2.5-VL-7B-Instruct. Only its language model and LM head are loaded. Folders that need remote "
+                "code are refused: the pack never runs a model's own Python code."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model",
+                    options=enhancer_folders(),
+                    tooltip="A Hugging Face folder (config.json, tokenizer, *.safetensors) in models/LLM.",
+                ),
+                widgets.combo_input(
+                    "weight_dtype",
+                    WEIGHT_DTYPES,
+                    default="auto",
+                    tooltip="auto: bf16 (official; fp16 on GPUs without bf16). fp32: full precision (CPU). "
+                    "fp8_e4m3fn stores the decoder weights in fp8 as they load (about half the memory; the rewrite "
+                    "may change slightly).",
+                ),
+            ],
+            outputs=[PromptEnhancer.Output(display_name="enhancer", tooltip="For the Prompt Enhancer node.")],
+            search_aliases=host.aliases("prompt enhancer", "reprompt", "llm", "promptenhancer"),
+        )
+
+    @classmethod
+    def validate_inputs(cls, model: str | None = None) -> bool | str:
+        if model is None or model in enhancer_folders():
+            return True
+        return f"model: {model!r} is not a model folder in models/LLM or models/text_encoders"
+
+    @classmethod
+    def execute(cls, model: str, weight_dtype: str) -> io.NodeOutput:
+        widgets.require(widgets.choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPES))
+        with widgets.for_input("model"):
+            enhancer = load_prompt_enhancer(
+                resolve_folder(model),
+                dtype=torch.float32 if weight_dtype == "fp32" else management.no_bf16_dtype() or torch.bfloat16,
+                tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
+                operations=management.operations(),
+                quantize_fp8=weight_dtype == "fp8_e4m3fn",
+            )
+        return io.NodeOutput(management.patch(enhancer, "text"))
+
+
+class HunyuanImage21PromptEnhancer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return host.build(
+            io.Schema,
+            node_id="HunyuanImage21PromptEnhancer",
+            display_name="HunyuanImage 2.1 Prompt Enhancer",
+            category="HunyuanImage/conditioning",
+            description=(
+                "The official prompt rewriting step: the model thinks about the prompt, then rewrites it in detail "
+                "(official instruction, greedy decoding, the text after its reasoning, 'single' quotes made "
+                '"double" so quoted text is rendered). If the output does not parse, the original prompt comes '
+                "out. Deterministic: an unchanged prompt is not generated again."
+            ),
+            inputs=[
+                PromptEnhancer.Input("enhancer", tooltip="From the HunyuanImage 2.1 Prompt Enhancer Loader."),
+                io.String.Input("prompt", multiline=True, tooltip="The prompt to rewrite."),
+                io.String.Input(
+                    "extra_instruction",
+                    multiline=True,
+                    default="",
+                    tooltip="Optional, not official: one more instruction after the official one.",
+                ),
+                io.Int.Input(
+                    "max_new_tokens",
+                    default=MAX_NEW_TOKENS,
+                    min=16,
+                    max=8192,
+                    tooltip=f"The most tokens to generate (official {MAX_NEW_TOKENS}, reasoning included).",
+                ),
+            ],
+            outputs=[
+                io.String.Output(display_name="prompt", tooltip="The rewritten prompt, for the Text Encode node."),
+                io.String.Output(display_name="reasoning", tooltip="The model's reasoning about the prompt."),
+            ],
+            search_aliases=host.aliases("prompt enhancer", "reprompt", "rewrite prompt", "expand prompt"),
+        )
+
+    @classmethod
+    def execute(cls, enhancer, prompt: str, extra_instruction: str, max_new_tokens: int) -> io.NodeOutput:
+        if not prompt.strip():
+            raise ValueError("prompt: the prompt to enhance is empty; write a prompt (the enhancer rewrites it)")
+        management.load(enhancer)
+        model = enhancer.model
+        bar = comfy.utils.ProgressBar(max_new_tokens)
+
+        def on_token(count: int, token: int) -> None:
+            mm.throw_exception_if_processing_interrupted()
+            if count % PROGRESS_EVERY == 0:
+                bar.update_absolute(count)
+
+        result = model.enhance(prompt, extra_instruction, max_new_tokens, on_token)
+        bar.update_absolute(max_new_tokens)
+        log.info("HunyuanImage-2.1 prompt enhancer (%s): %s", model.name, "rewritten" if result.rewritten else "kept")
+        return io.NodeOutput(result.prompt, result.reasoning)

@@ -1,0 +1,94 @@
+"""The prompt-enhancer nodes inside ComfyUI (in-process): the loader lists and loads a tiny random Qwen2.5-VL folder
+from models/LLM, the enhancer node generates exactly what transformers' ``generate`` generates (greedy, the same
+chat text), with a progress bar; Cancel stops it and the next run works; bad input gets a clear message."""
+
+from __future__ import annotations
+
+import pytest
+from enhancer_files import write_tiny_enhancer
+
+from hy21_host import IMPORT_PACK, run_in_comfyui
+
+pytestmark = pytest.mark.parity
+
+PROBE = (
+    IMPORT_PACK
+    + """
+import torch
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+from hy21_pack.hunyuan_core.text.reprompt import user_message
+from hy21_pack.nodes.enhancer import HunyuanImage21PromptEnhancer, HunyuanImage21PromptEnhancerLoader
+
+models = sys.argv[3]
+folder_paths.add_model_folder_path("LLM", models + "/LLM")
+result = {"listed": HunyuanImage21PromptEnhancerLoader.define_schema().inputs[0].options}
+enhancer = HunyuanImage21PromptEnhancerLoader.execute("LLM/PromptEnhancer-tiny/", "fp32").result[0]
+
+progress = []
+comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: progress.append((value, total)))
+prompt, reasoning = HunyuanImage21PromptEnhancer.execute(enhancer, "a red fox", "", 24).result
+
+folder = models + "/LLM/PromptEnhancer-tiny"
+tokenizer = AutoTokenizer.from_pretrained(folder)
+reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+text = tokenizer.apply_chat_template([{"role": "user", "content": user_message("a red fox")}], tokenize=False,
+                                     add_generation_prompt=True)
+ids = tokenizer([text], return_tensors="pt")
+with torch.no_grad():
+    want = reference.generate(**ids, max_new_tokens=24, do_sample=False)[0, ids.input_ids.shape[1]:]
+result.update(prompt=prompt, reasoning=reasoning, progress=progress,
+              want=tokenizer.decode(want, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip())
+
+mm.interrupt_current_processing(True)
+try:
+    HunyuanImage21PromptEnhancer.execute(enhancer, "a red fox", "", 24)
+    result["cancel"] = "not interrupted"
+except mm.InterruptProcessingException:
+    result["cancel"] = "interrupted"
+mm.interrupt_current_processing(False)
+result["after_cancel"] = HunyuanImage21PromptEnhancer.execute(enhancer, "a red fox", "", 24).result[1] == reasoning
+
+for name, call in (("empty", lambda: HunyuanImage21PromptEnhancer.execute(enhancer, "  ", "", 24)),
+                   ("bad_folder", lambda: HunyuanImage21PromptEnhancerLoader.execute("LLM/not-qwen/", "auto"))):
+    try:
+        call()
+        result[name] = "accepted"
+    except Exception as exc:
+        result[name] = f"{type(exc).__name__}: {exc}"
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    models = tmp_path_factory.mktemp("models")
+    write_tiny_enhancer(models / "LLM" / "PromptEnhancer-tiny")
+    other = models / "LLM" / "not-qwen"
+    other.mkdir()
+    (other / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    return run_in_comfyui(PROBE, models, timeout=600)
+
+
+def test_the_loader_lists_model_folders_of_models_llm(results):
+    assert results["listed"] == ["LLM/PromptEnhancer-tiny/", "LLM/not-qwen/"]
+
+
+def test_the_node_generates_what_transformers_generates_and_keeps_an_unparsed_prompt(results):
+    assert results["prompt"] == "a red fox"  # a random model writes no think> tags: the original comes out
+    assert results["reasoning"] == results["want"] and results["want"]
+
+
+def test_the_progress_bar_advances_with_the_tokens(results):
+    assert results["progress"][:3] == [[8, 24], [16, 24], [24, 24]]
+
+
+def test_cancel_stops_generation_and_the_next_run_works(results):
+    assert results["cancel"] == "interrupted" and results["after_cancel"] is True
+
+
+def test_bad_input_gets_a_message_that_names_it(results):
+    assert "the prompt to enhance is empty" in results["empty"]
+    assert "model: not-qwen is a LlamaForCausalLM model, not a Qwen2.5-VL causal LM" in results["bad_folder"]
