@@ -55,12 +55,6 @@ def add_gated(residual: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> 
     return update
 
 
-def joined(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
-    """``[img, txt]`` along the tokens of ``[B, S, heads, D]`` inputs, stored heads-first: the attention kernels take
-    ``[B, heads, S, D]`` and get it contiguous, with no copy of their own (the same values as a plain concatenation)."""
-    return torch.cat([img.transpose(1, 2), txt.transpose(1, 2)], 2).transpose(1, 2)
-
-
 def split_heads(x: torch.Tensor, parts: int, heads: int) -> list[torch.Tensor]:
     """``[B, L, parts*heads*D]`` -> ``parts`` tensors ``[B, L, heads, D]``."""
     return list(x.unflatten(-1, (parts, heads, -1)).unbind(2))
@@ -100,7 +94,7 @@ class DoubleStreamBlock(nn.Module):
         iq, ik, iv = self._qkv("img", img, i_shift1, i_scale1)
         tq, tk, tv = self._qkv("txt", txt, t_shift1, t_scale1)
         iq, ik = apply_rope_(iq, rope), apply_rope_(ik, rope)
-        out = prefix_attention(joined(iq, tq), joined(ik, tk), joined(iv, tv), valid, attn)
+        out = prefix_attention(torch.cat([iq, tq], 1), torch.cat([ik, tk], 1), torch.cat([iv, tv], 1), valid, attn)
         img_attn, txt_attn = out[:, : img.shape[1]], out[:, img.shape[1] :]
         img = add_gated(img, i_gate1, self.img_attn_proj(img_attn))
         img = add_gated(img, i_gate2, self.img_mlp(modulated(img, i_shift2, i_scale2)))
