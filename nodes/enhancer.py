@@ -38,25 +38,18 @@ def register_llm_folder() -> None:
 def enhancer_folders() -> list[str]:
     """Every Hugging Face folder (with a config.json) in the enhancer's folders, as ``<folder>/<name>/``."""
     register_llm_folder()
-    found = []
-    for kind in FOLDERS:
-        for base in folder_paths.get_folder_paths(kind):
-            if os.path.isdir(base):
-                names = sorted(os.listdir(base))
-                found += [f"{kind}/{d}/" for d in names if os.path.isfile(os.path.join(base, d, "config.json"))]
-    return found
+    return [f"{kind}/{name}" for kind in FOLDERS for name in management.model_folders(kind)]
 
 
 def resolve_folder(choice: str) -> str:
+    """The path of an ``enhancer_folders`` choice."""
     kind, _, name = choice.partition("/")
-    for base in folder_paths.get_folder_paths(kind) if kind in FOLDERS else ():
-        candidate = os.path.join(base, name.rstrip("/"))
-        if os.path.isdir(candidate):
-            return candidate
-    raise FileNotFoundError(
-        f"model: {choice!r} is not a model folder in models/LLM or models/text_encoders; put the PromptEnhancer-7B "
-        "folder (config.json, tokenizer, *.safetensors) in models/LLM"
-    )
+    if kind not in FOLDERS or not name.endswith("/"):
+        raise FileNotFoundError(
+            f"model: {choice!r} is not a model folder in models/LLM or models/text_encoders; put the "
+            "PromptEnhancer-7B folder (config.json, tokenizer, *.safetensors) in models/LLM"
+        )
+    return management.resolve(kind, name)
 
 
 class HunyuanImage21PromptEnhancerLoader(io.ComfyNode):

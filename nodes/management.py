@@ -117,9 +117,9 @@ def model_files(folder: str) -> list[str]:
 
 
 def resolve(folder: str, name: str) -> str:
-    """A file (or, for text encoders, a model folder) chosen from a models folder, with ComfyUI's clear error.
-    ComfyUI's lookup takes any extension (``.gguf`` too) and keeps the name inside the folder."""
-    if folder == "text_encoders" and name.endswith("/"):
+    """A file, or a model folder (listed by ``model_folders`` as ``name/``), chosen from a models folder, with
+    ComfyUI's clear error. ComfyUI's lookup takes any extension (``.gguf`` too) and keeps the name inside the folder."""
+    if name.endswith("/"):
         for base in folder_paths.get_folder_paths(folder):
             candidate = os.path.join(base, name.rstrip("/"))
             if os.path.isdir(candidate):

@@ -137,7 +137,7 @@ class ForwardCache:
         probes = self._chunks(probe)
         skip = cache._decide(self, probes)
         for key, chunk in zip(self.keys, probes, strict=True):
-            cache._probes[key] = chunk.detach().clone()
+            cache._probes[key] = chunk  # a view of this forward's fresh probe: nothing writes to it
         if not skip:
             return None
         cache.stats.skipped += 1
@@ -147,4 +147,4 @@ class ForwardCache:
         """Store what the blocks added to the image tokens in this forward, per prompt."""
         self.cache.stats.computed += 1
         for key, chunk in zip(self.keys, self._chunks(residual), strict=True):
-            self.cache._residuals[key] = chunk.detach().clone()
+            self.cache._residuals[key] = chunk  # a view of the fresh residual

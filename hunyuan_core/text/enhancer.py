@@ -22,19 +22,19 @@ from ..checkpoints.fp8 import linear_weights, quantizing_reader
 from ..checkpoints.meta import load_weights, on_meta, parameter_shapes
 from ..checkpoints.operations import adopt_operations
 from .qwen import (
+    QwenTensors,
     TextEncoderError,
-    _open_all,
-    _rebuild_rotary,
-    _Tensors,
-    _text_config,
-    _weight_files,
     load_tokenizer,
+    open_weight_files,
+    read_text_config,
+    rebuild_rotary,
+    weight_files,
 )
 from .reprompt import (
+    DEFAULT_CHAT,
     MAX_NEW_TOKENS,
     Enhanced,
     GenerationSettings,
-    chat_text,
     greedy_generate,
     parse_output,
     user_message,
@@ -109,14 +109,16 @@ class PromptEnhancer(nn.Module):
         return self.model.embed_tokens.weight.device
 
     def input_ids(self, message: str) -> torch.Tensor:
-        def render(template: str, text: str) -> str:
-            content = [{"type": "text", "text": text}] if self.content_parts else text
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], chat_template=template, tokenize=False,
+        """One user ``message`` through the model's own chat template (Qwen2.5-VL's default rendering when the
+        folder has none), with the generation prompt, tokenized."""
+        if self.template is None:
+            text = DEFAULT_CHAT.format(message)
+        else:
+            content = [{"type": "text", "text": message}] if self.content_parts else message
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], chat_template=self.template, tokenize=False,
                 add_generation_prompt=True,
             )  # fmt: skip
-
-        text = chat_text(message, self.template, render)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return torch.tensor([ids], device=self.weight_device)
 
@@ -162,10 +164,10 @@ def load_prompt_enhancer(
 
     folder = Path(path)
     folder_config = read_config(folder)
-    files = _open_all(_weight_files(folder))
-    tensors = _Tensors.from_files(files)
+    files = open_weight_files(weight_files(folder))
+    tensors = QwenTensors.from_files(files)
     config = detect_or_damaged(
-        lambda: _text_config(tensors, folder_config), error=PromptEnhancerError, file_name=folder.name,
+        lambda: read_text_config(tensors, folder_config), error=PromptEnhancerError, file_name=folder.name,
         what="a Qwen2.5-VL causal LM", fix=f"download {RECOMMENDED} again",
     )  # fmt: skip
     config._attn_implementation = "sdpa"
@@ -180,7 +182,7 @@ def load_prompt_enhancer(
     read = quantizing_reader(tensors.read, decoder_linears) if quantize_fp8 else tensors.read
     load_weights(model, expected, read, dtype=dtype, device=device, error=PromptEnhancerError,
                  file_name=folder.name, operations=operations)  # fmt: skip
-    _rebuild_rotary(model, config, device)
+    rebuild_rotary(model, config, device)
     head = _lm_head(files, model, config, folder_config, dtype, device, operations)
     tokenizer = load_tokenizer([folder, *map(Path, tokenizer_dirs)])
     template, parts = folder_chat_template(folder, tokenizer)

@@ -98,7 +98,7 @@ class EncodedText:
     truncated_from: int | None = None  # prompt token count before truncation, when it was cut
 
 
-def _weight_files(path: Path) -> list[Path]:
+def weight_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
         if not files:
@@ -107,11 +107,11 @@ def _weight_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _open_all(files: list[Path]) -> list[TensorFile]:
+def open_weight_files(files: list[Path]) -> list[TensorFile]:
     return [open_checkpoint(f, WHAT, TextEncoderError) for f in files]
 
 
-class _Tensors:
+class QwenTensors:
     """The language model's tensors across one or more files, under plain ``layers.N...`` names.
 
     ``gguf`` is the file when it is a llama.cpp GGUF (its names mapped to transformers'), else None."""
@@ -122,7 +122,7 @@ class _Tensors:
         self.gguf: GGUFFile | None = None
 
     @classmethod
-    def from_files(cls, files: list[TensorFile | GGUFFile]) -> _Tensors:
+    def from_files(cls, files: list[TensorFile | GGUFFile]) -> QwenTensors:
         if len(files) == 1 and isinstance(files[0], GGUFFile):
             return cls.from_gguf(files[0])
         keys = [k for f in files for k in f]
@@ -144,7 +144,7 @@ class _Tensors:
         return tensors
 
     @classmethod
-    def from_gguf(cls, file: GGUFFile) -> _Tensors:
+    def from_gguf(cls, file: GGUFFile) -> QwenTensors:
         """A llama.cpp GGUF of Qwen2.5-VL's language model; other architectures and GGML types this pack cannot
         dequantize are refused by name."""
         name = file.path.name
@@ -324,7 +324,7 @@ def _gguf_settings(file: GGUFFile, sizes: dict[str, int]) -> dict[str, float | i
     return settings
 
 
-def _text_config(tensors: _Tensors, folder_config: dict | None):
+def read_text_config(tensors: QwenTensors, folder_config: dict | None):
     from transformers import Qwen2_5_VLTextConfig
 
     if folder_config is not None:
@@ -455,10 +455,10 @@ def load_qwen_encoder(
     path = Path(path)
     if not path.exists():
         raise TextEncoderError(f"{path} does not exist")
-    tensors = _Tensors.from_files(_open_all(_weight_files(path)))
+    tensors = QwenTensors.from_files(open_weight_files(weight_files(path)))
     fix = GGUF_FIX if tensors.gguf else FIX
     config = detect_or_damaged(
-        lambda: _text_config(tensors, _read_folder_config(path)), error=TextEncoderError,
+        lambda: read_text_config(tensors, _read_folder_config(path)), error=TextEncoderError,
         file_name=tensors.file_name, what="a Qwen2.5-VL text encoder", fix=fix,
     )  # fmt: skip
     used_layers = config.num_hidden_layers - HIDDEN_STATE_SKIP
@@ -483,7 +483,7 @@ def load_qwen_encoder(
     read = quantizing_reader(tensors.read, decoder_linears) if quantize_fp8 else tensors.read
     load_weights(model, expected, read, dtype=compute, device=device, error=TextEncoderError, file_name=file_name,
                  operations=operations)  # fmt: skip
-    _rebuild_rotary(model, config, device)
+    rebuild_rotary(model, config, device)
     tokenizer = load_tokenizer([path if path.is_dir() else path.parent, *map(Path, tokenizer_dirs)])
     encoder = QwenPromptEncoder(model.eval(), tokenizer)
     encoder.check_template(STAGE1_TEMPLATE)
@@ -494,7 +494,7 @@ def load_qwen_encoder(
     return encoder
 
 
-def _rebuild_rotary(model: nn.Module, config, device) -> None:
+def rebuild_rotary(model: nn.Module, config, device) -> None:
     """Rotary tables are computed buffers, not weights: build them for real after the meta-device construction."""
     rotary = type(model.rotary_emb)
     for name, module in list(model.named_modules()):

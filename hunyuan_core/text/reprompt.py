@@ -68,14 +68,6 @@ def parse_output(output: str, original: str) -> Enhanced:
     return Enhanced(replace_single_quotes(answer), thought.removesuffix("</").strip(), True)
 
 
-def chat_text(message: str, template: str | None, render: Callable[[str, str], str] | None = None) -> str:
-    """The model's input text for one user ``message``: its own chat ``template`` rendered by ``render`` (e.g. the
-    tokenizer's ``apply_chat_template``) when it has one, else Qwen2.5-VL's default rendering."""
-    if template is None or render is None:
-        return DEFAULT_CHAT.format(message)
-    return render(template, message)
-
-
 @dataclass(frozen=True)
 class GenerationSettings:
     """What a model folder's ``generation_config.json`` changes in greedy search: end tokens and the repetition
