@@ -1,9 +1,10 @@
 """The prompt-enhancer nodes: the official reprompt step on a local Qwen2.5-VL causal LM (``hunyuan_core.text``).
 
-The loader reads a Hugging Face folder from ``models/LLM`` (or ``models/text_encoders``) and hands the model to
-ComfyUI's model management like the text encoder (offloaded after use, Cancel checked at every layer). The enhancer
-node is STRING in, STRING out: greedy decoding needs no seed, so the same prompt gives the same text and ComfyUI's
-cache skips the node when nothing changed.
+The loader reads a Hugging Face folder or a GGUF from ``models/LLM`` (or ``models/text_encoders``, where the text
+encoder's own file serves when it carries the LM head) and hands the model to ComfyUI's model management like the
+text encoder (offloaded after use, Cancel checked at every layer). The enhancer node is STRING in, STRING out:
+greedy decoding needs no seed, so the same prompt gives the same text and ComfyUI's cache skips the node when
+nothing changed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..hunyuan_core.text.enhancer import load_prompt_enhancer
+from ..hunyuan_core.text.enhancer import carries_lm_head, load_prompt_enhancer
 from ..hunyuan_core.text.reprompt import MAX_NEW_TOKENS
 from . import host, management, widgets
 from .types import PromptEnhancer
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FOLDERS = ("LLM", "text_encoders")  # LLM first: where users keep language models for other packs too
 WEIGHT_DTYPES = ("auto", "fp32", "fp8_e4m3fn")
+FILE_SUFFIXES = (".safetensors", ".gguf")
 PROGRESS_EVERY = 8  # tokens per progress update
 
 
@@ -35,19 +37,44 @@ def register_llm_folder() -> None:
         folder_paths.add_model_folder_path("LLM", os.path.join(folder_paths.models_dir, "LLM"))
 
 
-def enhancer_folders() -> list[str]:
-    """Every Hugging Face folder (with a config.json) in the enhancer's folders, as ``<folder>/<name>/``."""
+def enhancer_choices() -> list[str]:
+    """What the loader offers, as ``<models folder>/<name>``: every Hugging Face folder (``name/``, with a
+    config.json) in models/LLM and models/text_encoders, the ``.safetensors`` / ``.gguf`` files of models/LLM that are
+    not inside such a folder, and the text encoder files that carry an LM head (Qwen2.5-VL-7B-Instruct itself can
+    then rewrite, with no second model)."""
     register_llm_folder()
-    return [f"{kind}/{name}" for kind in FOLDERS for name in management.model_folders(kind)]
+    choices = []
+    for kind in FOLDERS:
+        folders = management.model_folders(kind)
+        choices += [f"{kind}/{name}" for name in folders]
+        for name in management.model_files(kind):
+            if not name.lower().endswith(FILE_SUFFIXES) or name.split("/")[0] + "/" in folders:
+                continue
+            if kind == "LLM" or _carries_lm_head(management.resolve(kind, name)):
+                choices.append(f"{kind}/{name}")
+    return choices
 
 
-def resolve_folder(choice: str) -> str:
-    """The path of an ``enhancer_folders`` choice."""
+def _carries_lm_head(path: str) -> bool:
+    """``carries_lm_head`` of a file, remembered while the file is unchanged (the list is built for every
+    /object_info request)."""
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _HEAD_CACHE:
+        _HEAD_CACHE[key] = carries_lm_head(path)
+    return _HEAD_CACHE[key]
+
+
+_HEAD_CACHE: dict[tuple[str, int, int], bool] = {}
+
+
+def resolve_choice(choice: str) -> str:
+    """The path of an ``enhancer_choices`` entry."""
     kind, _, name = choice.partition("/")
-    if kind not in FOLDERS or not name.endswith("/"):
+    if kind not in FOLDERS or not name:
         raise FileNotFoundError(
-            f"model: {choice!r} is not a model folder in models/LLM or models/text_encoders; put the "
-            "PromptEnhancer-7B folder (config.json, tokenizer, *.safetensors) in models/LLM"
+            f"model: {choice!r} is not in models/LLM or models/text_encoders; put the PromptEnhancer-7B folder "
+            "(config.json, tokenizer, *.safetensors) or a GGUF of it in models/LLM"
         )
     return management.resolve(kind, name)
 
@@ -61,16 +88,19 @@ class HunyuanImage21PromptEnhancerLoader(io.ComfyNode):
             display_name="HunyuanImage 2.1 Prompt Enhancer Loader",
             category="HunyuanImage/loaders",
             description=(
-                "Loads the model of the official prompt rewriting step: a Qwen2.5-VL causal LM folder from "
-                "models/LLM (or models/text_encoders): PromptEnhancer-7B, PromptEnhancer-32B (the official default) "
-                "or Qwen2.5-VL-7B-Instruct. Only its language model and LM head are loaded. Folders that need remote "
-                "code are refused: the pack never runs a model's own Python code."
+                "Loads the model of the official prompt rewriting step, a Qwen2.5-VL causal LM (only its language "
+                "model and LM head): a Hugging Face folder in models/LLM (or models/text_encoders), PromptEnhancer-7B, "
+                "PromptEnhancer-32B (the official default) or Qwen2.5-VL-7B-Instruct; a GGUF of one in models/LLM; or "
+                "the text encoder's own Qwen2.5-VL file when it carries the LM head (listed from models/text_encoders: "
+                "no second model is needed, but Qwen2.5-VL-7B-Instruct is not the official rewrite model). Folders "
+                "that need remote code are refused: the pack never runs a model's own Python code."
             ),
             inputs=[
                 io.Combo.Input(
                     "model",
-                    options=enhancer_folders(),
-                    tooltip="A Hugging Face folder (config.json, tokenizer, *.safetensors) in models/LLM.",
+                    options=enhancer_choices(),
+                    tooltip="A Hugging Face folder (config.json, tokenizer, *.safetensors) or a GGUF in models/LLM, "
+                    "or a text encoder file that carries the LM head.",
                 ),
                 widgets.combo_input(
                     "weight_dtype",
@@ -78,7 +108,7 @@ class HunyuanImage21PromptEnhancerLoader(io.ComfyNode):
                     default="auto",
                     tooltip="auto: bf16 (official; fp16 on GPUs without bf16). fp32: full precision (CPU). "
                     "fp8_e4m3fn stores the decoder weights in fp8 as they load (about half the memory; the rewrite "
-                    "may change slightly).",
+                    "may change slightly). fp8 and GGUF files stay as they are stored.",
                 ),
             ],
             outputs=[PromptEnhancer.Output(display_name="enhancer", tooltip="For the Prompt Enhancer node.")],
@@ -87,21 +117,28 @@ class HunyuanImage21PromptEnhancerLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model: str | None = None) -> bool | str:
-        if model is None or model in enhancer_folders():
+        if model is None or model in enhancer_choices():
             return True
-        return f"model: {model!r} is not a model folder in models/LLM or models/text_encoders"
+        return f"model: {model!r} is not a model folder or file in models/LLM or models/text_encoders"
 
     @classmethod
     def execute(cls, model: str, weight_dtype: str) -> io.NodeOutput:
         widgets.require(widgets.choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPES))
         with widgets.for_input("model"):
             enhancer = load_prompt_enhancer(
-                resolve_folder(model),
+                resolve_choice(model),
                 dtype=torch.float32 if weight_dtype == "fp32" else management.no_bf16_dtype() or torch.bfloat16,
                 tokenizer_dirs=[management.host_tokenizer_dir("qwen25_tokenizer")],
                 operations=management.operations(),
                 quantize_fp8=weight_dtype == "fp8_e4m3fn",
             )
+        if model.startswith("text_encoders/") and not model.endswith("/"):
+            log.info(
+                "HunyuanImage-2.1 prompt enhancer: the text encoder's own file %s rewrites (its LM head; "
+                "Qwen2.5-VL-7B-Instruct, not the official PromptEnhancer model; no second model needed)", model
+            )  # fmt: skip
+        else:
+            log.info("HunyuanImage-2.1 prompt enhancer: %s rewrites", model)
         return io.NodeOutput(management.patch(enhancer, "text"))
 
 

@@ -112,8 +112,9 @@ def gguf_files(folder: str) -> list[str]:
 
 
 def model_files(folder: str) -> list[str]:
-    """What a pack loader offers from a models folder: ComfyUI's list plus the ``.gguf`` files."""
-    return folder_paths.get_filename_list(folder) + gguf_files(folder)
+    """What a pack loader offers from a models folder: ComfyUI's list plus the ``.gguf`` files (once: a folder
+    registered without extensions lists them already)."""
+    return list(dict.fromkeys(folder_paths.get_filename_list(folder) + gguf_files(folder)))
 
 
 def resolve(folder: str, name: str) -> str:

@@ -16,19 +16,21 @@ GENERATION = {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "repetit
               "do_sample": True, "temperature": 0.1, "top_p": 0.001, "top_k": 1}  # fmt: skip
 
 
-def write_tiny_enhancer(folder: Path, seed: int = 0) -> Path:
+def write_tiny_enhancer(folder: Path, seed: int = 0, qwen_heads: bool = False) -> Path:
     """config.json, safetensors (vision tower included, as released), generation_config.json and the host ComfyUI's
-    Qwen tokenizer files, written by transformers itself."""
+    Qwen tokenizer files, written by transformers itself. ``qwen_heads``: Qwen2.5's 128-wide attention heads (2 of
+    them), which a file without config.json must have, instead of 4 heads of 16."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    hidden, heads, sections = (256, 2, [16, 24, 24]) if qwen_heads else (64, 4, [2, 3, 3])
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": 151936, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "rope_scaling": {"type": "mrope",
-            "mrope_section": [2, 3, 3]}, "max_position_embeddings": 4096, "tie_word_embeddings": False,
+            "vocab_size": 151936, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": heads, "num_key_value_heads": heads // 2, "rope_scaling": {"type": "mrope",
+            "mrope_section": sections}, "max_position_embeddings": 4096, "tie_word_embeddings": False,
         },
-        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-                       "fullatt_block_indexes": [0]},
+        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                       "out_hidden_size": hidden, "fullatt_block_indexes": [0]},
         tie_word_embeddings=False,
     )  # fmt: skip
     torch.manual_seed(seed)

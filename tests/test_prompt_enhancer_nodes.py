@@ -5,7 +5,9 @@ chat text), with a progress bar; Cancel stops it and the next run works; bad inp
 from __future__ import annotations
 
 import pytest
+import torch
 from enhancer_files import write_tiny_enhancer
+from safetensors.torch import load_file, save_file
 
 from hy21_host import IMPORT_PACK, run_in_comfyui
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.parity
 PROBE = (
     IMPORT_PACK
     + """
+import logging
 import torch
 import comfy.model_management as mm
 import comfy.utils
@@ -24,7 +27,18 @@ from hy21_pack.nodes.enhancer import HunyuanImage21PromptEnhancer, HunyuanImage2
 
 models = sys.argv[3]
 folder_paths.add_model_folder_path("LLM", models + "/LLM")
+folder_paths.add_model_folder_path("text_encoders", models + "/text_encoders", is_default=True)
 result = {"listed": HunyuanImage21PromptEnhancerLoader.define_schema().inputs[0].options}
+
+said = []
+class Said(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+logging.getLogger().addHandler(Said())
+logging.getLogger().setLevel(logging.INFO)
+own = HunyuanImage21PromptEnhancerLoader.execute("text_encoders/qwen_2.5_vl_7b.safetensors", "fp32").result[0]
+result["own_file"] = HunyuanImage21PromptEnhancer.execute(own, "a red fox", "", 8).result[1] != ""
+result["said"] = [m for m in said if "prompt enhancer" in m]
 enhancer = HunyuanImage21PromptEnhancerLoader.execute("LLM/PromptEnhancer-tiny/", "fp32").result[0]
 
 progress = []
@@ -69,11 +83,31 @@ def results(tmp_path_factory) -> dict:
     other = models / "LLM" / "not-qwen"
     other.mkdir()
     (other / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    # a GGUF in models/LLM is offered as it is; text encoder files only when they carry the LM head
+    (models / "LLM" / "PromptEnhancer-7B-Q4_K_M.gguf").write_bytes(b"GGUF")
+    own = write_tiny_enhancer(tmp_path_factory.mktemp("own") / "Qwen2.5-VL-tiny", qwen_heads=True)
+    state = load_file(str(own / "model.safetensors"))
+    encoders = models / "text_encoders"
+    encoders.mkdir()
+    save_file(state, str(encoders / "qwen_2.5_vl_7b.safetensors"))
+    save_file(
+        {k: v for k, v in state.items() if k != "lm_head.weight"}, str(encoders / "qwen_without_head.safetensors")
+    )
+    save_file({"encoder.weight": torch.zeros(2)}, str(encoders / "byt5_small_glyphxl_fp16.safetensors"))
     return run_in_comfyui(PROBE, models, timeout=600)
 
 
-def test_the_loader_lists_model_folders_of_models_llm(results):
-    assert results["listed"] == ["LLM/PromptEnhancer-tiny/", "LLM/not-qwen/"]
+def test_the_loader_lists_folders_and_ggufs_of_models_llm_and_text_encoders_with_their_lm_head(results):
+    assert results["listed"] == [
+        "LLM/PromptEnhancer-tiny/", "LLM/not-qwen/", "LLM/PromptEnhancer-7B-Q4_K_M.gguf",
+        "text_encoders/qwen_2.5_vl_7b.safetensors",
+    ], results["listed"]  # fmt: skip
+
+
+def test_the_text_encoders_own_file_enhances_and_the_log_says_so(results):
+    assert results["own_file"] is True
+    assert any("the text encoder's own file text_encoders/qwen_2.5_vl_7b.safetensors rewrites" in m
+               for m in results["said"]), results["said"]  # fmt: skip
 
 
 def test_the_node_generates_what_transformers_generates_and_keeps_an_unparsed_prompt(results):

@@ -1,5 +1,7 @@
-"""The prompt enhancer model: a Qwen2.5-VL causal LM (PromptEnhancer-7B / -32B, or Qwen2.5-VL-7B-Instruct itself)
-from a Hugging Face folder, its language model and LM head only (the vision tower is never loaded).
+"""The prompt enhancer model: a Qwen2.5-VL causal LM, its language model and LM head only (the vision tower is
+never loaded). It comes from a Hugging Face folder (PromptEnhancer-7B / -32B, or Qwen2.5-VL-7B-Instruct), a llama.cpp
+GGUF of one, or the text encoder's own Qwen2.5-VL-7B-Instruct file when that file carries the LM head (then no
+second model is needed: Qwen2.5-VL-7B-Instruct itself rewrites, which is not the official rewrite model).
 
 Folders are data, never code: a folder whose ``config.json`` asks for remote code (``auto_map``, such as the
 Hunyuan-architecture 7B reprompt model of the official repository) or names another architecture is refused, with
@@ -19,6 +21,7 @@ from torch import nn
 
 from ..checkpoints.complete import detect_or_damaged, require_complete
 from ..checkpoints.fp8 import linear_weights, quantizing_reader
+from ..checkpoints.gguf_file import GGUFFile
 from ..checkpoints.meta import load_weights, on_meta, parameter_shapes
 from ..checkpoints.operations import adopt_operations
 from .qwen import (
@@ -45,6 +48,10 @@ log = logging.getLogger(__name__)
 ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
 MODEL_TYPE = "qwen2_5_vl"
 RECOMMENDED = "PromptEnhancer-7B (PromptEnhancer/PromptEnhancer-7B, a Qwen2.5-VL model)"
+HEAD = "lm_head.weight"
+END_TOKENS = ("<|im_end|>", "<|endoftext|>")  # Qwen2.5-VL-7B-Instruct's generation_config.json eos_token_id
+INSTRUCT_REPETITION_PENALTY = 1.05  # the same file's repetition_penalty
+INSTRUCT = "Qwen2.5-VL-7B-Instruct's release"
 
 
 class PromptEnhancerError(TextEncoderError):
@@ -158,54 +165,110 @@ def load_prompt_enhancer(
     operations: SimpleNamespace = nn,
     quantize_fp8: bool = False,
 ) -> PromptEnhancer:
-    """Load a Qwen2.5-VL causal-LM folder as the prompt enhancer, computing in ``dtype`` (bf16 officially);
-    ``quantize_fp8`` stores the decoder layers' linear weights in e4m3 with per-tensor scales as they are read."""
+    """Load a Qwen2.5-VL causal LM as the prompt enhancer, computing in ``dtype`` (bf16 officially): a Hugging Face
+    folder, or one file (a llama.cpp GGUF, or a text encoder's safetensors that carries ``lm_head.weight``).
+    ``quantize_fp8`` stores the decoder layers' linear weights in e4m3 with per-tensor scales as they are read; GGUF
+    blocks and fp8 files stay as they are stored.
+
+    A single file has no ``config.json``: its sizes come from the tensor shapes (and GGUF metadata), its chat
+    template from the GGUF metadata or Qwen2.5-VL's default, its generation settings from a ``generation_config.json``
+    beside it or else Qwen2.5-VL-7B-Instruct's (the release every such file derives from)."""
     from transformers import Qwen2_5_VLTextModel
 
-    folder = Path(path)
-    folder_config = read_config(folder)
-    files = open_weight_files(weight_files(folder))
+    source = Path(path)
+    if not source.exists():
+        raise PromptEnhancerError(f"{source} does not exist")
+    folder_config = read_config(source) if source.is_dir() else None
+    files = open_weight_files(weight_files(source))
     tensors = QwenTensors.from_files(files)
     config = detect_or_damaged(
-        lambda: read_text_config(tensors, folder_config), error=PromptEnhancerError, file_name=folder.name,
+        lambda: read_text_config(tensors, folder_config), error=PromptEnhancerError, file_name=source.name,
         what="a Qwen2.5-VL causal LM", fix=f"download {RECOMMENDED} again",
     )  # fmt: skip
+    head_source = lm_head_tensors(files, tensors, folder_config, source.name)
     config._attn_implementation = "sdpa"
     model = on_meta(lambda: Qwen2_5_VLTextModel(config))
     expected = parameter_shapes(model)
     require_complete(
-        expected, tensors.__contains__, tensors.shape, error=PromptEnhancerError, file_name=folder.name,
+        expected, tensors.__contains__, tensors.shape, error=PromptEnhancerError, file_name=source.name,
         what="Qwen2.5-VL causal LM", fix=f"download {RECOMMENDED} again", key=tensors.file_key,
     )  # fmt: skip
     decoder_linears = linear_weights(model, ("layers.",))
     on_meta(lambda: adopt_operations(model, operations))
     read = quantizing_reader(tensors.read, decoder_linears) if quantize_fp8 else tensors.read
     load_weights(model, expected, read, dtype=dtype, device=device, error=PromptEnhancerError,
-                 file_name=folder.name, operations=operations)  # fmt: skip
+                 file_name=source.name, operations=operations)  # fmt: skip
     rebuild_rotary(model, config, device)
-    head = _lm_head(files, model, config, folder_config, dtype, device, operations)
-    tokenizer = load_tokenizer([folder, *map(Path, tokenizer_dirs)])
-    template, parts = folder_chat_template(folder, tokenizer)
-    settings = GenerationSettings.from_folder(folder, [tokenizer.convert_tokens_to_ids("<|im_end|>")])
+    head = _load_lm_head(head_source, model, config, dtype, device, operations, source.name)
+    home = source if source.is_dir() else source.parent
+    tokenizer = load_tokenizer([home, *map(Path, tokenizer_dirs)])
+    if source.is_dir():
+        template, parts = folder_chat_template(source, tokenizer)
+    else:  # a GGUF carries the tokenizer's template; a text encoder's file has none: Qwen2.5-VL's default then
+        template, parts = (tensors.gguf.metadata.get("tokenizer.chat_template") if tensors.gguf else None), False
+    end_tokens = [tokenizer.convert_tokens_to_ids(t) for t in END_TOKENS]
+    if (home / "generation_config.json").is_file():
+        settings, settings_from = GenerationSettings.from_folder(home, end_tokens[:1]), "generation_config.json"
+    else:
+        settings, settings_from = GenerationSettings(tuple(end_tokens), INSTRUCT_REPETITION_PENALTY), INSTRUCT
     log.info(
-        "loaded the prompt enhancer %s (%d layers, hidden %d, %s; repetition penalty %g)",
-        folder.name, config.num_hidden_layers, config.hidden_size, tensors.weight_format(), settings.repetition_penalty,
+        "loaded the prompt enhancer %s (%d layers, hidden %d, %s; repetition penalty %g from %s)",
+        source.name, config.num_hidden_layers, config.hidden_size, tensors.weight_format(),
+        settings.repetition_penalty, settings_from,
     )  # fmt: skip
-    return PromptEnhancer(model.eval(), head, tokenizer, settings, template, parts, folder.name)
+    return PromptEnhancer(model.eval(), head, tokenizer, settings, template, parts, source.name)
 
 
-def _lm_head(files, model, config, folder_config: dict, dtype, device, operations) -> nn.Module:
-    """The LM head: ``lm_head.weight`` from the files, or the token embedding when the weights are tied."""
-    head = operations.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device)
-    source = next((f for f in files if "lm_head.weight" in f), None)
-    with torch.no_grad():
-        if source is not None:
-            head.weight = nn.Parameter(source.get("lm_head.weight").to(device, dtype), requires_grad=False)
-        elif folder_config.get("tie_word_embeddings") or getattr(config, "tie_word_embeddings", False):
-            head.weight = model.embed_tokens.weight
-        else:
-            raise PromptEnhancerError(
-                f"{files[0].path.parent.name} has no LM head (lm_head.weight) and untied embeddings: it is a text "
-                f"encoder's copy without the head, which cannot generate; use {RECOMMENDED}"
-            )
-    return head.eval()
+def lm_head_tensors(files: list, tensors: QwenTensors, folder_config: dict | None, name: str) -> QwenTensors | None:
+    """Where the LM head's weight is, as ``lm_head.weight`` (with its fp8 scale when it has one): the file's own
+    head (``lm_head.weight``; llama.cpp's ``output.weight``), or None when it is tied to the token embedding (a
+    GGUF's tied head is its quantized ``token_embd``). A text encoder's copy without the head cannot generate and is
+    refused."""
+    if tensors.gguf is not None:
+        gguf = tensors.gguf
+        # llama.cpp leaves ``output.weight`` out exactly when the head is the token embedding
+        return QwenTensors({HEAD: (gguf, "output.weight" if "output.weight" in gguf else "token_embd.weight")}, name)
+    for file in files:
+        key = next((k for k in file if k == HEAD or k.endswith("." + HEAD)), None)
+        if key is not None:
+            where = {HEAD: (file, key)}
+            for suffix in (".scale_weight", ".weight_scale"):
+                if key.removesuffix(".weight") + suffix in file:
+                    where["lm_head" + suffix] = (file, key.removesuffix(".weight") + suffix)
+            return QwenTensors(where, name)
+    if (folder_config or {}).get("tie_word_embeddings"):
+        return None
+    raise PromptEnhancerError(
+        f"{name} has no LM head (lm_head.weight) and untied embeddings: it is a text encoder's copy without the "
+        f"head, which can encode but not generate; use {RECOMMENDED} in models/LLM"
+    )
+
+
+def carries_lm_head(path: str | Path) -> bool:
+    """Whether one weights file is a Qwen-style causal LM with its LM head (the enhancer can run from it): read
+    from the file's tensor table only, so listing a models folder stays cheap. Unreadable files are not."""
+    try:
+        (file,) = open_weight_files([Path(path)])
+    except TextEncoderError:
+        return False
+    keys = set(file)
+    if isinstance(file, GGUFFile):
+        return "blk.0.attn_q.weight" in keys and ("output.weight" in keys or "token_embd.weight" in keys)
+    return any(k.endswith("layers.0.self_attn.q_proj.weight") for k in keys) and any(
+        k == HEAD or k.endswith("." + HEAD) for k in keys
+    )
+
+
+def _load_lm_head(
+    where: QwenTensors | None, model: nn.Module, config, dtype: torch.dtype, device, operations, name: str
+) -> nn.Module:
+    """The LM head as ``operations``' Linear, quantized when its stored weight is (fp8 with its scale, GGUF blocks);
+    ``where`` None: tied to the token embedding, whose weight it shares instead of holding a copy."""
+    holder = on_meta(lambda: nn.ModuleDict({"lm_head": nn.Linear(config.hidden_size, config.vocab_size, bias=False)}))
+    on_meta(lambda: adopt_operations(holder, operations))
+    if where is None:
+        holder["lm_head"].weight = model.embed_tokens.weight
+    else:
+        load_weights(holder, [HEAD], where.read, dtype=dtype, device=device, error=PromptEnhancerError,
+                     file_name=name, operations=operations)  # fmt: skip
+    return holder["lm_head"].eval()
