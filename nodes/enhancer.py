@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 FOLDERS = ("LLM", "text_encoders")  # LLM first: where users keep language models for other packs too
 WEIGHT_DTYPES = ("auto", "fp32", "fp8_e4m3fn")
 FILE_SUFFIXES = (".safetensors", ".gguf")
+GET_ENHANCER = (
+    "Download the whole PromptEnhancer-7B folder (https://huggingface.co/PromptEnhancer/PromptEnhancer-7B: "
+    "config.json, tokenizer files, *.safetensors) into models/LLM/PromptEnhancer-7B/, or put a GGUF of it in "
+    "models/LLM, then refresh (R)"
+)
 PROGRESS_EVERY = 8  # tokens per progress update
 
 
@@ -72,10 +77,7 @@ def resolve_choice(choice: str) -> str:
     """The path of an ``enhancer_choices`` entry."""
     kind, _, name = choice.partition("/")
     if kind not in FOLDERS or not name:
-        raise FileNotFoundError(
-            f"model: {choice!r} is not in models/LLM or models/text_encoders; put the PromptEnhancer-7B folder "
-            "(config.json, tokenizer, *.safetensors) or a GGUF of it in models/LLM"
-        )
+        raise FileNotFoundError(f"model: {choice!r} is not in models/LLM or models/text_encoders. {GET_ENHANCER}")
     return management.resolve(kind, name)
 
 
@@ -119,7 +121,7 @@ class HunyuanImage21PromptEnhancerLoader(io.ComfyNode):
     def validate_inputs(cls, model: str | None = None) -> bool | str:
         if model is None or model in enhancer_choices():
             return True
-        return f"model: {model!r} is not a model folder or file in models/LLM or models/text_encoders"
+        return f"model: {model!r} is not in models/LLM or models/text_encoders. {GET_ENHANCER}"
 
     @classmethod
     def execute(cls, model: str, weight_dtype: str) -> io.NodeOutput:

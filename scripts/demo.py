@@ -27,16 +27,22 @@ from hy21_host.browser import seed_ui_settings, template_url
 DEFAULT_WORKFLOW = "workflows/api/hunyuanimage21_distilled_api.json"
 UI_WORKFLOW = "hunyuanimage21_distilled"  # workflows/<name>.json, opened by the address --serve prints
 MODEL_INPUTS = {"dit_name": "diffusion_models", "qwen": "text_encoders", "byt5": "text_encoders", "vae_name": "vae"}
+ENHANCER_LOADER = "HunyuanImage21PromptEnhancerLoader"  # its model input: "<models folder>/<name>/" or a file
 
 
 def missing_models(workflow: dict, models_dir: Path) -> list[Path]:
-    """Model files the workflow's loaders name that the models folder does not have."""
+    """Model files (and prompt-enhancer folders) the workflow's loaders name that the models folder does not have."""
     missing = []
     for node in workflow.values():
         for name, folder in MODEL_INPUTS.items():
             value = node["inputs"].get(name)
             if isinstance(value, str) and value != "none" and not (models_dir / folder / value).exists():
                 missing.append(models_dir / folder / value)
+        choice = node["inputs"].get("model")
+        if node["class_type"] == ENHANCER_LOADER and isinstance(choice, str):
+            path = models_dir / choice  # a folder ("LLM/<name>/") is there when its config.json is
+            if not (path / "config.json" if choice.endswith("/") else path).exists():
+                missing.append(path)
     return missing
 
 

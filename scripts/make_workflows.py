@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the registry lives in the repository's core package
     sys.path.insert(0, str(ROOT))
 
+from hunyuan_core.text.reprompt import MAX_NEW_TOKENS  # noqa: E402
 from hunyuan_core.variants import (  # noqa: E402 (after the path set-up above)
     BASE,
     DISTILLED,
@@ -86,6 +87,7 @@ class Node:
     links: dict = field(default_factory=dict)
     outputs: list = field(default_factory=list)  # (name, type)
     column: int = 0  # the layout's column, left to right; nodes stack in list order within a column
+    title: str | None = None  # the title shown instead of the node's display name (UI file only)
 
 
 def graph(variant: str) -> list[Node]:
@@ -178,6 +180,49 @@ def custom_sampling_graph() -> list[Node]:
     ]  # fmt: skip
 
 
+# The prompt enhancer is a Hugging Face folder, not one file: the loader names it as "<models folder>/<name>/".
+ENHANCER_REPO = "PromptEnhancer/PromptEnhancer-7B"
+ENHANCER = "LLM/PromptEnhancer-7B/"
+ENHANCER_NOTE = f"""Optional: the official prompt enhancer ("reprompt") rewrites your prompt in detail before the
+Text Encode node encodes it. Write the prompt in the Prompt Enhancer node; the two Preview as Text nodes show the
+rewritten prompt and the model's reasoning after a Run.
+
+Where the model goes: the whole Hugging Face folder {ENHANCER_REPO}
+(https://huggingface.co/{ENHANCER_REPO}: config.json, the tokenizer files and the *.safetensors shards) as
+- models/{ENHANCER}
+The loader lists it as {ENHANCER}. It is a folder, not one file, so ComfyUI's missing-models dialog cannot fetch it:
+download the folder yourself. PromptEnhancer-32B or Qwen2.5-VL-7B-Instruct folders work too, and so does a GGUF of
+one in models/LLM, or the text encoder file itself when it carries the LM head (then listed as text_encoders/...).
+
+Without the enhancer, use the plain distilled workflow (hunyuanimage21_distilled): it needs none of this.
+Decoding is greedy: an unchanged prompt gives the same rewrite, and ComfyUI does not run the enhancer again."""
+
+
+def enhanced_graph() -> list[Node]:
+    """The distilled workflow with the prompt enhancer in front of its Text Encode (the encoder's prompt widget fed by
+    the enhancer's STRING), and the rewrite and the reasoning shown in ComfyUI's own Preview as Text nodes."""
+    distilled = {n.id: n for n in graph("distilled")}
+    right = {i: replace(n, column=n.column + 1) for i, n in distilled.items() if n.column > 0}  # room for column 1
+    encode = right[4]
+    encode.links = {**encode.links, "prompt": (11, 0, "STRING")}  # a linked widget: its slot after the sockets
+    prefix = "HunyuanImage21_distilled_enhanced"
+    save = replace(right[8], widgets=[prefix], api={"filename_prefix": prefix})
+    return [
+        *(distilled[i] for i in (1, 2, 3)),
+        Node(10, "HunyuanImage21PromptEnhancerLoader", [ENHANCER, "auto"], {"model": ENHANCER, "weight_dtype": "auto"},
+             outputs=[("enhancer", "HY21_PROMPT_ENHANCER")], column=1),
+        Node(11, "HunyuanImage21PromptEnhancer", [PROMPT, "", MAX_NEW_TOKENS],
+             {"prompt": PROMPT, "extra_instruction": "", "max_new_tokens": MAX_NEW_TOKENS},
+             links={"enhancer": (10, 0, "HY21_PROMPT_ENHANCER")},
+             outputs=[("prompt", "STRING"), ("reasoning", "STRING")], column=1),
+        encode, right[5],
+        Node(12, "PreviewAny", [], {}, links={"source": (11, 0, "STRING")}, column=2, title="Enhanced prompt"),
+        Node(13, "PreviewAny", [], {}, links={"source": (11, 1, "STRING")}, column=2, title="Enhancer reasoning"),
+        right[6], right[7], save, distilled[9],
+        Node(14, "Note", [ENHANCER_NOTE], {}, column=1),
+    ]  # fmt: skip
+
+
 def to_api(nodes: list[Node]) -> dict:
     api = {}
     for node in nodes:
@@ -200,6 +245,8 @@ SIZES = {
     "HunyuanImage21Scheduler": (420, 120), "HunyuanImage21Guider": (420, 160), "KSamplerSelect": (420, 80),
     "RandomNoise": (420, 110), "SamplerCustomAdvanced": (420, 160),
     "SaveImage": (520, 580), "PreviewImage": (520, 580), "Note": (420, 380),
+    "HunyuanImage21PromptEnhancerLoader": (420, 100), "HunyuanImage21PromptEnhancer": (420, 300),
+    "PreviewAny": (420, 200),
 }  # fmt: skip
 TITLE_HEIGHT = 30  # LiteGraph draws the title bar above a node's position
 COLUMN_GAP = 60  # between the columns
@@ -243,6 +290,14 @@ def model_files(node: Node) -> list[dict]:
     ]  # fmt: skip
 
 
+def input_slot(node: Node, name: str, kind: str, link: int) -> dict:
+    """A linked input as the frontend saves it; a widget fed by a link (an API widget input of the node) is marked
+    with the widget it stands for, which keeps its value in ``widgets_values``."""
+    if name in node.api:
+        return {"name": name, "type": kind, "widget": {"name": name}, "link": link}
+    return {"name": name, "type": kind, "link": link}
+
+
 def to_ui(nodes: list[Node]) -> dict:
     links, ui_nodes = [], []
     out_links: dict[tuple[int, int], list[int]] = {}
@@ -262,10 +317,11 @@ def to_ui(nodes: list[Node]) -> dict:
         properties = {"Node name for S&R": node.type}
         if models_of[node.id]:
             properties["models"] = models_of[node.id]
+        titled = {"title": node.title} if node.title else {}
         ui_nodes.append({
-            "id": node.id, "type": node.type, "pos": list(positions[node.id]), "size": list(SIZES[node.type]),
-            "flags": {}, "order": order, "mode": 0,
-            "inputs": [{"name": n, "type": t, "link": link_ids[n]} for n, (_, _, t) in node.links.items()],
+            "id": node.id, "type": node.type, **titled, "pos": list(positions[node.id]),
+            "size": list(SIZES[node.type]), "flags": {}, "order": order, "mode": 0,
+            "inputs": [input_slot(node, n, t, link_ids[n]) for n, (_, _, t) in node.links.items()],
             "outputs": [{"name": n, "type": t, "links": out_links.get((node.id, i), [])}
                         for i, (n, t) in enumerate(node.outputs)],
             "properties": properties, "widgets_values": node.widgets,
@@ -285,9 +341,13 @@ CAPTIONS = {
     "hunyuanimage21_base": ("base", STAGE1_DEFAULTS[BASE.name]),
     "hunyuanimage21_base_refiner": ("base + refiner", f"two stages, refiner {REFINER.steps} steps"),
     "hunyuanimage21_custom_sampling": ("custom sampling", "SamplerCustomAdvanced, official guider and sigmas"),
+    "hunyuanimage21_distilled_enhanced": (
+        "distilled + prompt enhancer",
+        f"PromptEnhancer-7B rewrites the prompt, then {DISTILLED.steps} steps",
+    ),
 }
 LINK_COLOURS = {"MODEL": (180, 160, 255), "CONDITIONING": (255, 200, 120), "LATENT": (255, 150, 200),
-                "IMAGE": (120, 220, 160)}  # fmt: skip
+                "IMAGE": (120, 220, 160), "STRING": (140, 200, 255)}  # fmt: skip
 
 
 def thumbnail(name: str, nodes: list[Node]) -> bytes:
@@ -346,6 +406,7 @@ def graphs() -> dict[str, list[Node]]:
     found = {f"hunyuanimage21_{variant}": graph(variant) for variant in VARIANTS}
     found["hunyuanimage21_base_refiner"] = refiner_graph()
     found["hunyuanimage21_custom_sampling"] = custom_sampling_graph()
+    found["hunyuanimage21_distilled_enhanced"] = enhanced_graph()
     return found
 
 

@@ -1,45 +1,41 @@
-"""The prompt enhancer through a real ComfyUI server: Prompt Enhancer Loader -> Prompt Enhancer -> the distilled
-API workflow's Text Encode (its prompt a STRING link) -> sampler -> image, on the tiny model set plus a tiny random
-Qwen2.5-VL folder in models/LLM. A second prompt that changes only the seed reuses the enhanced text from ComfyUI's
-cache (the enhancer nodes are reported cached, nothing is generated again); Cancel during generation ends the
-prompt and the next one runs."""
+"""The prompt enhancer through a real ComfyUI server: the shipped distilled + prompt enhancer API workflow (Prompt
+Enhancer Loader -> Prompt Enhancer -> Text Encode, its prompt a STRING link -> sampler -> image), on the tiny model
+set, whose models/LLM/PromptEnhancer-7B/ is a tiny random Qwen2.5-VL folder. A second prompt that changes only the
+seed reuses the enhanced text from ComfyUI's cache (the enhancer nodes are reported cached, nothing is generated
+again); Cancel during generation ends the prompt and the next one runs."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from enhancer_files import write_tiny_enhancer
 
 from hy21_host import repo_root
 
 pytestmark = pytest.mark.server
 
 TEXT, LATENT, SAMPLER, SAVE = "4", "5", "6", "8"
-LOADER, ENHANCER = "20", "21"
+LOADER, ENHANCER = "10", "11"
+WORKFLOW = "workflows/api/hunyuanimage21_distilled_enhanced_api.json"
 
 
 @pytest.fixture(scope="module")
 def enhancer_folder(comfy_host) -> str:
-    write_tiny_enhancer(comfy_host.models_dir / "LLM" / "PromptEnhancer-tiny")
-    return "LLM/PromptEnhancer-tiny/"
+    """The folder the shipped workflow's loader names, which the tiny model set provides."""
+    folder = json.loads((repo_root() / WORKFLOW).read_text())[LOADER]["inputs"]["model"]
+    assert (comfy_host.models_dir / folder / "config.json").is_file(), folder
+    return folder
 
 
 def graph(folder: str, seed: int = 1, max_new_tokens: int = 16) -> dict:
-    """The shipped distilled API twin at 256x192 with the enhancer in front of its Text Encode."""
-    nodes = json.loads((repo_root() / "workflows/api/hunyuanimage21_distilled_api.json").read_text())
+    """The shipped distilled + enhancer API twin at 256x192, fp32, with fewer new tokens."""
+    nodes = json.loads((repo_root() / WORKFLOW).read_text())
+    assert nodes[TEXT]["inputs"]["prompt"] == [ENHANCER, 0]
     nodes[LATENT]["inputs"].update(size="custom", width=256, height=192)
     nodes[SAMPLER]["inputs"]["seed"] = seed
     nodes[SAVE]["inputs"]["filename_prefix"] = "hy21_tests/enhanced"
-    prompt = nodes[TEXT]["inputs"]["prompt"]
-    nodes[LOADER] = {"class_type": "HunyuanImage21PromptEnhancerLoader",
-                     "inputs": {"model": folder, "weight_dtype": "fp32"}}  # fmt: skip
-    nodes[ENHANCER] = {
-        "class_type": "HunyuanImage21PromptEnhancer",
-        "inputs": {"enhancer": [LOADER, 0], "prompt": prompt, "extra_instruction": "",
-                   "max_new_tokens": max_new_tokens},
-    }  # fmt: skip
-    nodes[TEXT]["inputs"]["prompt"] = [ENHANCER, 0]
+    nodes[LOADER]["inputs"].update(model=folder, weight_dtype="fp32")
+    nodes[ENHANCER]["inputs"]["max_new_tokens"] = max_new_tokens
     return nodes
 
 

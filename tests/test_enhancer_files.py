@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from enhancer_files import write_tiny_enhancer
 from qwen_gguf_files import language_model_state, llama_cpp_metadata, llama_cpp_tensors, write_llama_cpp_gguf
 from safetensors.torch import save_file
 
 from hunyuan_core.text.enhancer import PromptEnhancerError, carries_lm_head, load_prompt_enhancer
 from hunyuan_core.text.reprompt import GenerationSettings, user_message
 from hy21_host import find_comfyui
+from hy21_host.tiny_models import write_tiny_enhancer
 
 pytestmark = pytest.mark.parity
 

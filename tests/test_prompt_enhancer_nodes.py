@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from enhancer_files import write_tiny_enhancer
 from safetensors.torch import load_file, save_file
 
 from hy21_host import IMPORT_PACK, run_in_comfyui
+from hy21_host.tiny_models import write_tiny_enhancer
 
 pytestmark = pytest.mark.parity
 
@@ -39,6 +39,7 @@ logging.getLogger().setLevel(logging.INFO)
 own = HunyuanImage21PromptEnhancerLoader.execute("text_encoders/qwen_2.5_vl_7b.safetensors", "fp32").result[0]
 result["own_file"] = HunyuanImage21PromptEnhancer.execute(own, "a red fox", "", 8).result[1] != ""
 result["said"] = [m for m in said if "prompt enhancer" in m]
+result["missing"] = HunyuanImage21PromptEnhancerLoader.validate_inputs("LLM/PromptEnhancer-7B/")
 enhancer = HunyuanImage21PromptEnhancerLoader.execute("LLM/PromptEnhancer-tiny/", "fp32").result[0]
 
 progress = []
@@ -125,4 +126,6 @@ def test_cancel_stops_generation_and_the_next_run_works(results):
 
 def test_bad_input_gets_a_message_that_names_it(results):
     assert "the prompt to enhance is empty" in results["empty"]
+    assert results["missing"].startswith("model: 'LLM/PromptEnhancer-7B/' is not in models/LLM")
+    assert "huggingface.co/PromptEnhancer/PromptEnhancer-7B" in results["missing"]
     assert "model: not-qwen is a LlamaForCausalLM model, not a Qwen2.5-VL causal LM" in results["bad_folder"]

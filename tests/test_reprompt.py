@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from enhancer_files import write_tiny_enhancer
 
 from hunyuan_core.text.reprompt import (
     DEFAULT_CHAT,
@@ -22,6 +21,7 @@ from hunyuan_core.text.reprompt import (
     replace_single_quotes,
     user_message,
 )
+from hy21_host.tiny_models import write_tiny_enhancer
 
 pytestmark = pytest.mark.parity
 

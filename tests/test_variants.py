@@ -50,7 +50,7 @@ def test_each_variant_gets_its_official_guidance_and_schedule():
 
 def test_shipped_workflows_are_what_the_generator_writes_from_the_registry():
     files = render()
-    assert len(files) == 8  # base, distilled, base + refiner, custom sampling: UI and API each
+    assert len(files) == 10  # base, distilled, base + refiner, custom sampling, distilled + enhancer: UI and API each
     for path, text in files.items():
         assert path.read_text() == text, f"{path} is stale: run .venv/bin/python scripts/make_workflows.py"
     base_ui = next(t for p, t in files.items() if p.name == "hunyuanimage21_base.json")

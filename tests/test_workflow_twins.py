@@ -27,7 +27,7 @@ from hy21_host.host import PACK_NAME
 
 pytestmark = pytest.mark.server
 
-VARIANTS = ("base", "distilled", "base_refiner", "custom_sampling")
+VARIANTS = ("base", "distilled", "base_refiner", "custom_sampling", "distilled_enhanced")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 
@@ -89,10 +89,14 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 link = links[linked[name]]
                 _, source, slot, target, target_slot, link_type = link
                 assert target == node["id"] and node["inputs"][target_slot]["name"] == name, f"link {link} misplaced"
+                if is_widget(spec):  # a widget fed by a link: the frontend marks the slot with the widget's name
+                    assert node["inputs"][target_slot].get("widget") == {"name": name}, f"link {link}: no widget mark"
                 source_outputs = object_info[nodes[source]["type"]]["output"]
                 assert link_type == source_outputs[slot], f"link {link} carries {link_type}, not {source_outputs[slot]}"
                 accepted = spec[0].split(",") if isinstance(spec[0], str) else []  # "A,B": a multi-type input
-                assert link_type in accepted or is_widget(spec), f"link {link} into {name!r} of type {spec[0]}"
+                assert link_type in accepted or "*" in accepted or is_widget(spec), (  # "*": any type
+                    f"link {link} into {name!r} of type {spec[0]}"
+                )
                 inputs[name] = [str(source), slot]
             elif is_widget(spec):
                 inputs[name] = value
@@ -100,10 +104,14 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 assert optional, f"node {node['id']} ({kind}): required input {name!r} is not linked"
         assert not values, f"node {node['id']} ({kind}): widgets_values left over: {values}"
         sockets = [name for name, spec, _ in ordered_inputs(info) if not is_widget(spec)]
-        in_file = [slot["name"] for slot in node.get("inputs", [])]
+        in_file = [slot["name"] for slot in node.get("inputs", []) if "widget" not in slot]
+        fed = [slot["name"] for slot in node.get("inputs", []) if "widget" in slot]  # widgets fed by a link
         assert in_file == [name for name in sockets if name in in_file], (
             f"node {node['id']} ({kind}): inputs {in_file} are not in the socket order {sockets}, the order the "
             "frontend numbers link slots by"
+        )
+        assert [slot["name"] for slot in node.get("inputs", [])] == in_file + fed, (
+            f"node {node['id']} ({kind}): a widget's input slot comes before a socket"
         )
         api[str(node["id"])] = {"class_type": kind, "inputs": inputs}
     return api

@@ -37,6 +37,9 @@ VARIANTS = ("distilled", "base")
 WIDTH, HEIGHT = 256, 192  # small custom size: 8x6 latent cells
 BASE_STEPS = 6  # enough for the official CFG -> APG mix to switch (APG from step 6 without quoted text)
 SAMPLER, LATENT, DECODE, SAVE = "6", "5", "7", "8"
+TEXT = "4"
+ENHANCER, SHOWN_PROMPT, SHOWN_REASONING = "11", "12", "13"  # in the distilled + prompt enhancer workflow
+ENHANCER_TOKENS = 16  # instead of the official 2048: the tiny random enhancer never stops early
 FULL_VAE_FILE = "hy21_test_full_size_random_vae_fp16.safetensors"
 MISPLACED_VAE = "hy21_test_vae_in_diffusion_models.safetensors"
 
@@ -107,6 +110,25 @@ def test_fixed_seed_gives_same_image(comfy, variant):
     assert SAMPLER in executed, "the repeated seed was served from cache, not sampled again"
     assert np.array_equal(image_of(comfy, again), first)
     assert max_diff(first, other) > 0.05, "a different seed should give a different image"
+
+
+def test_enhanced_workflow_encodes_the_enhancers_prompt(comfy):
+    """The distilled + prompt enhancer workflow as shipped (its loader names the tiny set's PromptEnhancer-7B folder)
+    with fewer new tokens: the enhancer runs, the two Preview as Text nodes show its prompt and reasoning, and the
+    image is the plain distilled workflow's image for the prompt the enhancer handed to the Text Encode."""
+    graph = workflow("distilled_enhanced", seed=4321)
+    graph[ENHANCER]["inputs"]["max_new_tokens"] = ENHANCER_TOKENS
+    assert graph[TEXT]["inputs"]["prompt"] == [ENHANCER, 0]
+    result = comfy.run(graph, timeout=600).raise_for_error()
+    assert progress_of(result, ENHANCER)[-1] == (ENHANCER_TOKENS, ENHANCER_TOKENS)
+    (prompt,) = result.outputs[SHOWN_PROMPT]["text"]
+    (reasoning,) = result.outputs[SHOWN_REASONING]["text"]
+    assert prompt.strip() and reasoning.strip(), (prompt, reasoning)
+    enhanced = image_of(comfy, result)
+    assert enhanced.shape == (HEIGHT, WIDTH, 3)
+    plain = workflow("distilled", seed=4321)
+    plain[TEXT]["inputs"]["prompt"] = prompt
+    assert np.array_equal(image_of(comfy, comfy.run(plain).raise_for_error()), enhanced)
 
 
 # --- 3: the server's image is the core pipeline's image ----------------------------------------------------------

@@ -6,7 +6,9 @@ Lets the demo and the integration tests run the shipped workflows end to end thr
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,11 +25,20 @@ from hunyuan_core.variants import (
     ModelFile,
 )
 
+from .host import find_comfyui
+
 log = logging.getLogger(__name__)
 
 QWEN_VOCAB = 151936
 QWEN_HIDDEN = 128  # one 128-wide head, as Qwen2.5 uses: single files carry no config
 GLYPH_WIDTH = 1472  # the DiT's byt5_in width, as in the real model
+# The prompt enhancer's Hugging Face folder, where the shipped enhanced workflow's loader looks (models/LLM/<name>/),
+# and the generation settings Qwen2.5-VL-7B-Instruct and PromptEnhancer-7B ship in generation_config.json (greedy
+# decoding reads the end tokens and the repetition penalty).
+ENHANCER_FOLDER = Path("LLM", "PromptEnhancer-7B")
+ENHANCER_GENERATION = {"bos_token_id": 151643, "pad_token_id": 151643, "eos_token_id": [151645, 151643],
+                       "repetition_penalty": 1.05, "do_sample": True, "temperature": 0.1, "top_p": 0.001,
+                       "top_k": 1}  # fmt: skip
 
 
 def random_tensors(shapes: dict[str, torch.Size], seed: int, dtype: torch.dtype, scale: float = 0.05) -> dict:
@@ -115,13 +126,50 @@ def refiner_vae_state(seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
+def write_tiny_enhancer(
+    folder: Path, seed: int = 20, dtype: torch.dtype = torch.bfloat16, qwen_heads: bool = False
+) -> Path:
+    """A tiny random prompt enhancer laid out as its Hugging Face folder is downloaded: ``config.json`` and
+    ``model.safetensors`` in ``dtype`` written by transformers (the vision tower included, as released, though the
+    pack never reads it), ``generation_config.json``, and the Qwen tokenizer files of the ComfyUI in use.
+    ``qwen_heads``: Qwen2.5's 128-wide attention heads, which a copy of the weights in one file without config.json
+    must have, instead of 32-wide ones."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    hidden, sections = (256, [16, 24, 24]) if qwen_heads else (64, [4, 6, 6])  # sections: halves of the heads
+    text = {
+        "vocab_size": QWEN_VOCAB, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": False,
+        "rope_scaling": {"type": "mrope", "mrope_section": sections},
+    }  # fmt: skip
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
+              "fullatt_block_indexes": [0]}  # fmt: skip
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if "norm" in name and name.endswith(".weight"):  # norm gains at one, as trained ones roughly are
+                tensor.fill_(1.0)
+            elif tensor.is_floating_point():  # wide enough that greedy decoding picks varied tokens
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.2)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.to(dtype).save_pretrained(folder)
+    (folder / "generation_config.json").write_text(json.dumps(ENHANCER_GENERATION, indent=2) + "\n")
+    tokenizer = find_comfyui() / "comfy" / "text_encoders" / "qwen25_tokenizer"
+    for file in sorted(tokenizer.iterdir()):
+        shutil.copy(file, folder / file.name)
+    return folder
+
+
 def model_path(models_dir: Path, file: ModelFile) -> Path:
     """Where ComfyUI looks for a released file: ``models_dir/<folder>/<name>``."""
     return models_dir / file.folder / file.name
 
 
 def write_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
-    """Write the tiny set under ``models_dir/<folder>/<real file name>``; existing files are kept."""
+    """Write the tiny set under ``models_dir/<folder>/<real file name>``, and the prompt enhancer's folder as
+    ``models_dir/LLM/PromptEnhancer-7B/``; existing files (an enhancer folder with a config.json) are kept."""
     jobs = [
         (BASE.dit_file, lambda: dit_state(BASE.name, 0)),
         (DISTILLED.dit_file, lambda: dit_state(DISTILLED.name, 1)),
@@ -140,4 +188,8 @@ def write_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
         save_file(make(), str(path), metadata={"hy21_tiny_test_model": "random weights"})
         written.append(path)
         log.info("wrote tiny %s", path)
+    enhancer = models_dir / ENHANCER_FOLDER
+    if overwrite or not (enhancer / "config.json").exists():
+        written.append(write_tiny_enhancer(enhancer))
+        log.info("wrote tiny %s", enhancer)
     return written
