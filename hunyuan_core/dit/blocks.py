@@ -16,6 +16,14 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def gelu_tanh_(x: torch.Tensor) -> torch.Tensor:
+    """``gelu_tanh`` over a fresh layer output, in place where nothing needs the input afterwards (no autograd):
+    the same values without a second tensor as large as the MLP's hidden activations."""
+    if x.requires_grad:
+        return gelu_tanh(x)
+    return torch.ops.aten.gelu_(x, approximate="tanh")
+
+
 class Modulation(nn.Module):
     """SiLU -> Linear(H, factor*H) on the conditioning vector (key ``linear``)."""
 
@@ -74,7 +82,7 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_attn_q_norm", RMSNorm(head_dim, **kw))
             setattr(self, f"{stream}_attn_k_norm", RMSNorm(head_dim, **kw))
             setattr(self, f"{stream}_attn_proj", operations.Linear(hidden, hidden, **kw))
-            setattr(self, f"{stream}_mlp", Mlp(hidden, mlp_hidden, gelu_tanh, operations=operations, **kw))
+            setattr(self, f"{stream}_mlp", Mlp(hidden, mlp_hidden, gelu_tanh_, operations=operations, **kw))
 
     def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
         qkv = getattr(self, f"{stream}_attn_qkv")(modulated(x, shift, scale))
@@ -126,12 +134,13 @@ class SingleStreamBlock(nn.Module):
     def forward(self, x, vec, rope, valid, attn: AttentionFn = sdpa):
         """``rope`` rotates the whole joint sequence: the image tokens' rotations, then identity rows for the text."""
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(modulated(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
-        q, k, v = split_heads(qkv, 3, self.heads)
+        fused = self.linear1(modulated(x, shift, scale))  # [q, k, v, mlp]
+        q, k, v = split_heads(fused[..., : 3 * self.hidden], 3, self.heads)
         q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope_(q, rope), apply_rope_(k, rope)
-        out = self.linear2(torch.cat([prefix_attention(q, k, v, valid, attn), gelu_tanh(mlp)], -1))
-        return add_gated(x, gate, out)
+        out = prefix_attention(q, k, v, valid, attn)
+        mlp = gelu_tanh_(fused[..., 3 * self.hidden :])  # fused is read for the last time here
+        return add_gated(x, gate, self.linear2(torch.cat([out, mlp], -1)))
 
 
 class TokenRefinerBlock(nn.Module):
