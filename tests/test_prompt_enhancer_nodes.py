@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from qwen_gguf_files import language_model_state, llama_cpp_metadata, llama_cpp_tensors, write_llama_cpp_gguf
 from safetensors.torch import load_file, save_file
 
 from hy21_host import IMPORT_PACK, run_in_comfyui
@@ -39,6 +40,9 @@ logging.getLogger().setLevel(logging.INFO)
 own = HunyuanImage21PromptEnhancerLoader.execute("text_encoders/qwen_2.5_vl_7b.safetensors", "fp32").result[0]
 result["own_file"] = HunyuanImage21PromptEnhancer.execute(own, "a red fox", "", 8).result[1] != ""
 result["said"] = [m for m in said if "prompt enhancer" in m]
+quantized = HunyuanImage21PromptEnhancerLoader.execute("LLM/PromptEnhancer-7B-Q8_0.gguf", "auto").result[0]
+result["gguf_head"] = type(quantized.model.head).__name__
+result["gguf_text"] = HunyuanImage21PromptEnhancer.execute(quantized, "a red fox", "", 8).result[1] != ""
 result["missing"] = HunyuanImage21PromptEnhancerLoader.validate_inputs("LLM/PromptEnhancer-7B/")
 enhancer = HunyuanImage21PromptEnhancerLoader.execute("LLM/PromptEnhancer-tiny/", "fp32").result[0]
 
@@ -77,6 +81,18 @@ for name, call in (("empty", lambda: HunyuanImage21PromptEnhancer.execute(enhanc
 )
 
 
+def write_gguf(folder, path) -> None:
+    """The folder's language model and head as llama.cpp writes a Q8_0 GGUF (random valid blocks)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    config = model.config.text_config
+    types = dict.fromkeys(("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+                           "token_embd", "output"), "Q8_0")  # fmt: skip
+    tensors, _ = llama_cpp_tensors(language_model_state(model), config.num_hidden_layers, types)
+    write_llama_cpp_gguf(path, tensors, "qwen2vl", llama_cpp_metadata(config))
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     models = tmp_path_factory.mktemp("models")
@@ -85,8 +101,8 @@ def results(tmp_path_factory) -> dict:
     other.mkdir()
     (other / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
     # a GGUF in models/LLM is offered as it is; text encoder files only when they carry the LM head
-    (models / "LLM" / "PromptEnhancer-7B-Q4_K_M.gguf").write_bytes(b"GGUF")
     own = write_tiny_enhancer(tmp_path_factory.mktemp("own") / "Qwen2.5-VL-tiny", qwen_heads=True)
+    write_gguf(own, models / "LLM" / "PromptEnhancer-7B-Q8_0.gguf")
     state = load_file(str(own / "model.safetensors"))
     encoders = models / "text_encoders"
     encoders.mkdir()
@@ -100,9 +116,14 @@ def results(tmp_path_factory) -> dict:
 
 def test_the_loader_lists_folders_and_ggufs_of_models_llm_and_text_encoders_with_their_lm_head(results):
     assert results["listed"] == [
-        "LLM/PromptEnhancer-tiny/", "LLM/not-qwen/", "LLM/PromptEnhancer-7B-Q4_K_M.gguf",
+        "LLM/PromptEnhancer-tiny/", "LLM/not-qwen/", "LLM/PromptEnhancer-7B-Q8_0.gguf",
         "text_encoders/qwen_2.5_vl_7b.safetensors",
     ], results["listed"]  # fmt: skip
+
+
+def test_a_gguf_enhances_with_its_head_kept_quantized(results):
+    assert results["gguf_text"] is True
+    assert "Quantized" in results["gguf_head"] or "GGUF" in results["gguf_head"], results["gguf_head"]
 
 
 def test_the_text_encoders_own_file_enhances_and_the_log_says_so(results):
