@@ -242,7 +242,7 @@ def working_set(cfg: DiTConfig, fmt: str, tokens: int, per_element: float, per_c
     gpu_chunk = gq.CHUNK_ELEMENTS["default"]
     stages = {name: tokens * n * COMPUTE_BYTES for name, n in single_block_stages(cfg).items()}
     weights = {"linear1": (3 * h + m) * h, "linear2": (h + m) * h}
-    candidates = {"attention + gelu, cat": stages["attention + gelu, cat"]}
+    candidates = {"attention, cat": stages["attention, cat"]}
     for layer, numel in weights.items():
         expand = per_element * numel + per_chunk * min(numel, gpu_chunk)
         copy = COMPUTE_BYTES * numel if fmt != "bf16" else 0
