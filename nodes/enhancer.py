@@ -55,19 +55,25 @@ def enhancer_choices() -> list[str]:
         for name in management.model_files(kind):
             if not name.lower().endswith(FILE_SUFFIXES) or name.split("/")[0] + "/" in folders:
                 continue
-            if kind == "LLM" or _carries_lm_head(management.resolve(kind, name)):
+            if kind == "LLM" or _carries_lm_head(kind, name):
                 choices.append(f"{kind}/{name}")
     return choices
 
 
-def _carries_lm_head(path: str) -> bool:
-    """``carries_lm_head`` of a file, remembered while the file is unchanged (the list is built for every
+def _carries_lm_head(kind: str, name: str) -> bool:
+    """``carries_lm_head`` of a listed file, remembered while the file is unchanged (the list is built for every
     /object_info request)."""
-    stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
-    if key not in _HEAD_CACHE:
-        _HEAD_CACHE[key] = carries_lm_head(path)
-    return _HEAD_CACHE[key]
+    path = name
+    try:
+        path = management.resolve(kind, name)
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in _HEAD_CACHE:
+            _HEAD_CACHE[key] = carries_lm_head(path)
+        return _HEAD_CACHE[key]
+    except Exception as exc:  # one unreadable file must not take the node list down with it
+        log.warning("HunyuanImage-2.1 prompt enhancer: %s left out of the list, it cannot be read: %s", path, exc)
+        return False
 
 
 _HEAD_CACHE: dict[tuple[str, int, int], bool] = {}

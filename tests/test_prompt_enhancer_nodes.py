@@ -111,6 +111,8 @@ def results(tmp_path_factory) -> dict:
         {k: v for k, v in state.items() if k != "lm_head.weight"}, str(encoders / "qwen_without_head.safetensors")
     )
     save_file({"encoder.weight": torch.zeros(2)}, str(encoders / "byt5_small_glyphxl_fp16.safetensors"))
+    (encoders / "damaged.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    (encoders / "moved.safetensors").symlink_to(encoders / "gone.safetensors")  # a dangling link
     return run_in_comfyui(PROBE, models, timeout=600)
 
 
