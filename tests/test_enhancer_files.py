@@ -142,3 +142,11 @@ def test_a_block_quantized_gguf_generates_what_transformers_generates_with_its_w
     assert got == want
     assert type(enhancer.head).__name__ != "Linear" or enhancer.head.weight.dtype == torch.float32
     assert carries_lm_head(path)
+
+
+def test_a_gguf_whose_head_is_in_a_type_the_pack_cannot_read_is_refused_by_name(folder, reference, tmp_path):
+    path, _ = write_gguf(
+        tmp_path / "PromptEnhancer-tiny-IQ4_NL-head.gguf", reference, kinds("Q8_0") | {"output": "IQ4_NL"}
+    )
+    with pytest.raises(PromptEnhancerError, match=re.escape("stores its LM head (output.weight) as GGML type IQ4_NL")):
+        load_prompt_enhancer(path, dtype=torch.float32, tokenizer_dirs=[HOST_TOKENIZER])

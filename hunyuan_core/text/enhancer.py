@@ -22,6 +22,7 @@ from torch import nn
 from ..checkpoints.complete import detect_or_damaged, require_complete
 from ..checkpoints.fp8 import linear_weights, quantizing_reader
 from ..checkpoints.gguf_file import GGUFFile
+from ..checkpoints.gguf_quants import SUPPORTED_TYPES
 from ..checkpoints.meta import load_weights, on_meta, parameter_shapes
 from ..checkpoints.operations import adopt_operations
 from .qwen import (
@@ -227,7 +228,15 @@ def lm_head_tensors(files: list, tensors: QwenTensors, folder_config: dict | Non
     if tensors.gguf is not None:
         gguf = tensors.gguf
         # llama.cpp leaves ``output.weight`` out exactly when the head is the token embedding
-        return QwenTensors({HEAD: (gguf, "output.weight" if "output.weight" in gguf else "token_embd.weight")}, name)
+        key = "output.weight" if "output.weight" in gguf else "token_embd.weight"
+        kind = gguf.unsupported_types().get(key)
+        if kind is not None:
+            raise PromptEnhancerError(
+                f"{name} stores its LM head ({key}) as GGML type {kind}, which this pack cannot dequantize (the text "
+                f"encoder never reads the head, the enhancer does). Supported: {', '.join(SUPPORTED_TYPES)}; use a "
+                "file of one of those quantizations (Q8_0, Q6_K, Q5_K_M, Q4_K_M ... are)"
+            )
+        return QwenTensors({HEAD: (gguf, key)}, name)
     for file in files:
         key = next((k for k in file if k == HEAD or k.endswith("." + HEAD)), None)
         if key is not None:
