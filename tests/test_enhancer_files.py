@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,15 @@ def test_a_gguf_whose_head_is_in_a_type_the_pack_cannot_read_is_refused_by_name(
     )
     with pytest.raises(PromptEnhancerError, match=re.escape("stores its LM head (output.weight) as GGML type IQ4_NL")):
         load_prompt_enhancer(path, dtype=torch.float32, tokenizer_dirs=[HOST_TOKENIZER])
+
+
+def test_a_folder_without_generation_config_decodes_as_transformers_does(folder, tmp_path):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    bare = tmp_path / "no-generation-config"
+    shutil.copytree(folder, bare)
+    (bare / "generation_config.json").unlink()
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(bare, dtype=torch.float32).eval()
+    got, enhancer = generate_ours(bare)
+    assert got == generate_reference(bare, model)
+    assert enhancer.settings.repetition_penalty == 1.0  # the Instruct release's 1.05 is only for single files

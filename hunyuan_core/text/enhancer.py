@@ -21,7 +21,6 @@ from torch import nn
 
 from ..checkpoints.complete import detect_or_damaged, require_complete
 from ..checkpoints.fp8 import linear_weights, quantizing_reader
-from ..checkpoints.gguf_file import GGUFFile
 from ..checkpoints.gguf_quants import SUPPORTED_TYPES
 from ..checkpoints.meta import load_weights, on_meta, parameter_shapes
 from ..checkpoints.operations import adopt_operations
@@ -208,8 +207,8 @@ def load_prompt_enhancer(
     else:  # a GGUF carries the tokenizer's template; a text encoder's file has none: Qwen2.5-VL's default then
         template, parts = (tensors.gguf.metadata.get("tokenizer.chat_template") if tensors.gguf else None), False
     end_tokens = [tokenizer.convert_tokens_to_ids(t) for t in END_TOKENS]
-    if (home / "generation_config.json").is_file():
-        settings, settings_from = GenerationSettings.from_folder(home, end_tokens[:1]), "generation_config.json"
+    if source.is_dir() or (home / "generation_config.json").is_file():  # a folder: as transformers reads it
+        settings, settings_from = GenerationSettings.from_folder(home, end_tokens[:1]), "the folder"
     else:
         settings, settings_from = GenerationSettings(tuple(end_tokens), INSTRUCT_REPETITION_PENALTY), INSTRUCT
     log.info(
@@ -254,18 +253,15 @@ def lm_head_tensors(files: list, tensors: QwenTensors, folder_config: dict | Non
 
 
 def carries_lm_head(path: str | Path) -> bool:
-    """Whether one weights file is a Qwen-style causal LM with its LM head (the enhancer can run from it): read
-    from the file's tensor table only, so listing a models folder stays cheap. Unreadable files are not."""
+    """Whether one weights file is a Qwen2.5-VL language model with its LM head, so the enhancer can run from it:
+    the loader's own checks on the file's tensor table (no tensor is read), for listing a models folder."""
+    path = Path(path)
     try:
-        (file,) = open_weight_files([Path(path)])
-    except TextEncoderError:
+        files = open_weight_files([path])
+        lm_head_tensors(files, QwenTensors.from_files(files), None, path.name)
+    except TextEncoderError:  # PromptEnhancerError too: not Qwen, no head, a head it cannot read
         return False
-    keys = set(file)
-    if isinstance(file, GGUFFile):
-        return "blk.0.attn_q.weight" in keys and ("output.weight" in keys or "token_embd.weight" in keys)
-    return any(k.endswith("layers.0.self_attn.q_proj.weight") for k in keys) and any(
-        k == HEAD or k.endswith("." + HEAD) for k in keys
-    )
+    return True
 
 
 def _load_lm_head(
