@@ -18,8 +18,6 @@ Run: .venv/bin/python bench/bench_enhancer.py [--layers 2] [--tokens 32] [--repe
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -30,38 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 TARGET = 0.95
-GENERATION = {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "repetition_penalty": 1.05}
-
-
-def write_folder(folder: Path, args: argparse.Namespace) -> None:
-    """A random Qwen2.5-VL folder as transformers saves it, with the host's Qwen tokenizer."""
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from hy21_host import find_comfyui
-
-    heads = args.hidden // 128
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 152064, "hidden_size": args.hidden, "intermediate_size": args.intermediate,
-            "num_hidden_layers": args.layers, "num_attention_heads": heads, "num_key_value_heads": max(heads // 7, 1),
-            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "tie_word_embeddings": False,
-        },
-        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-                       "out_hidden_size": args.hidden, "fullatt_block_indexes": [0]},
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, p.shape[-1] ** -0.5 if p.ndim > 1 else 0.02)
-    model.save_pretrained(folder)
-    (folder / "generation_config.json").write_text(json.dumps(GENERATION))
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
-        shutil.copy(find_comfyui() / "comfy" / "text_encoders" / "qwen25_tokenizer" / name, folder / name)
+VOCAB = 152064  # Qwen2.5-VL-7B's embedding rows
 
 
 def main() -> int:
@@ -78,13 +45,17 @@ def main() -> int:
 
     from hunyuan_core.text.enhancer import load_prompt_enhancer
     from hunyuan_core.text.reprompt import user_message
+    from hy21_host.tiny_models import write_enhancer_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)
     message = user_message("A lighthouse on a cliff at dusk, a sign reading 'OPEN'")
     with tempfile.TemporaryDirectory(prefix="hy21_enhancer_") as tmp:
         folder = Path(tmp) / "PromptEnhancer-bench"
-        write_folder(folder, args)
+        write_enhancer_folder(
+            folder, hidden=args.hidden, heads=args.hidden // 128, kv_heads=max(args.hidden // 128 // 7, 1),
+            intermediate=args.intermediate, layers=args.layers, vocab=VOCAB, dtype=torch.float32,
+        )  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(folder)
         reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
         ours = load_prompt_enhancer(folder, dtype=torch.float32)
@@ -115,7 +86,7 @@ def main() -> int:
     rate = {name: len(outputs[name]) / min(t) for name, t in times.items()}
     print(
         f"prompt enhancer decoding: hidden {args.hidden}, {args.layers} layers, MLP {args.intermediate}, vocabulary "
-        f"152064, fp32 on the CPU, {prompt_tokens} prompt tokens, {args.tokens} new tokens, {args.repeats} repeats"
+        f"{VOCAB}, fp32 on the CPU, {prompt_tokens} prompt tokens, {args.tokens} new tokens, {args.repeats} repeats"
     )
     print(f"{'side':<9} {'fastest s':>9} {'median s':>9} {'tokens/s':>9}")
     for name, measured in times.items():

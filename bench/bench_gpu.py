@@ -11,9 +11,10 @@ sampling capped by ``--base-max-s``):
 
 - The DiT at full size (20 double + 40 single blocks, hidden 3584, 28 heads x 128, the 2-block token refiner;
   ``--double`` / ``--single`` for fewer blocks), built by the core's own load loop
-  (``checkpoints.meta.build_and_load``) from weights drawn on the device (seeded per tensor name; matrices
-  N(0, 1/fan_in), norm gains N(1, 0.05^2), biases N(0, 0.02^2), so activations stay finite). The distilled model
-  is built from the base model's tensors (shared, no second copy) plus its own ``guidance_in`` / ``time_r_in``.
+  (``checkpoints.meta.build_and_load``) from weights drawn on the device (``bench.common.fill``: seeded per
+  tensor name; matrices N(0, 1/fan_in), norm gains 1, biases N(0, 0.02^2), so activations stay finite). The
+  distilled model is built from the base model's tensors (shared, no second copy) plus its own ``guidance_in`` /
+  ``time_r_in``.
 - Weights in bf16, then (the bf16 model freed first) fp8: every Linear weight in the double and single blocks
   quantized to e4m3 with a per-tensor scale by the core's ``quantizing_reader`` (``load_dit(quantize_fp8=True)``'s
   path: ``quantize_fp8``, the official per-tensor scale), kept by the core's ``QuantizedLinear``. The core's fp8
@@ -57,7 +58,6 @@ import math
 import statistics
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +70,7 @@ from torch import nn  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from bench.common import fill  # noqa: E402
 from hunyuan_core.checkpoints.errors import CheckpointError  # noqa: E402
 from hunyuan_core.checkpoints.fp8 import Fp8Weight, quantizing_reader  # noqa: E402
 from hunyuan_core.checkpoints.meta import build_and_load, on_meta, state_shapes  # noqa: E402
@@ -156,23 +157,12 @@ def counted_flops(run: Callable[[], object]) -> float:
 # --- random weights on the device ---------------------------------------------------------------------------------
 
 
-def draw(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Fill ``tensor`` in place from a generator seeded by ``name`` on its device: matrices and convolutions
-    N(0, 1/fan_in), 1-D weights (norm gains) N(1, 0.05^2), biases N(0, 0.02^2)."""
-    gen = torch.Generator(device=tensor.device).manual_seed(zlib.crc32(name.encode()))
-    if tensor.ndim > 1:
-        return tensor.normal_(0.0, math.prod(tensor.shape[1:]) ** -0.5, generator=gen)
-    if name.endswith("weight"):
-        return tensor.normal_(1.0, 0.05, generator=gen)
-    return tensor.normal_(0.0, 0.02, generator=gen)
-
-
 Reader = Callable[[str], "torch.Tensor | Fp8Weight"]
 
 
 def random_reader(shapes: dict[str, tuple[int, ...]], device: torch.device) -> Reader:
     """A checkpoint reader whose tensors are drawn on ``device`` in bf16 (no file, no host copy)."""
-    return lambda name: draw(name, torch.empty(shapes[name], dtype=BF16, device=device))
+    return lambda name: fill(torch.empty(shapes[name], dtype=BF16, device=device), name)
 
 
 def shared_reader(source: nn.Module, fallback: Reader) -> Reader:
@@ -522,7 +512,7 @@ def vae_row(bench: Bench, vae_cfg: VAEConfig, size: int, repeats: int, warmup: i
     vae = HunyuanImageVAE(vae_cfg, dtype=BF16, device=bench.device).eval().requires_grad_(False)
     with torch.no_grad():
         for name, param in vae.named_parameters():
-            draw(name, param)
+            fill(param, name)
     z = latent_noise(1, side, 9, bench.device).to(BF16)
     out_side = side * vae_cfg.spatial_compression
     row = Row(f"VAE decode {out_side}x{out_side}", "bf16", flops=Flops(0.0, flops, 0.0))

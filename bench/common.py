@@ -23,18 +23,17 @@ from torch import nn
 GIB = 1024**3
 
 
-def fill(tensor: torch.Tensor, name: str) -> None:
-    """Deterministic weights by our parameter name, so ours and the reference get the same numbers.
+def fill(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    """Deterministic weights by our parameter name, so ours and the reference get the same numbers, drawn on the
+    tensor's own device (a GPU benchmark never builds its weights on the host). Returns ``tensor``.
 
-    Convolution weights N(0, 1/fan_in); norm gains (GroupNorm weights, RMS gammas) 1; biases N(0, 0.02^2).
+    Matrices and convolution weights N(0, 1/fan_in); norm gains (1-D weights, RMS gammas) 1; biases N(0, 0.02^2).
     """
-    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    gen = torch.Generator(device=tensor.device).manual_seed(zlib.crc32(name.encode()))
     if name.endswith("gamma") or (tensor.ndim == 1 and name.endswith("weight")):
-        tensor.fill_(1.0)
-    elif tensor.ndim > 1:
-        tensor.copy_(torch.randn(tensor.shape, generator=gen) * tensor[0].numel() ** -0.5)
-    else:
-        tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.02)
+        return tensor.fill_(1.0)
+    scale = tensor[0].numel() ** -0.5 if tensor.ndim > 1 else 0.02
+    return tensor.copy_(torch.randn(tensor.shape, generator=gen, device=tensor.device) * scale)
 
 
 def materialise(model: nn.Module, ours_of: dict[str, str]) -> nn.Module:

@@ -126,33 +126,38 @@ def refiner_vae_state(seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_tiny_enhancer(
-    folder: Path, seed: int = 20, dtype: torch.dtype = torch.bfloat16, qwen_heads: bool = False
-) -> Path:
-    """A tiny random prompt enhancer laid out as its Hugging Face folder is downloaded: ``config.json`` and
+def write_enhancer_folder(
+    folder: Path, *, hidden: int, heads: int, kv_heads: int, intermediate: int, layers: int = 2,
+    vocab: int = QWEN_VOCAB, std: float | None = None, seed: int = 0, dtype: torch.dtype = torch.bfloat16,
+) -> Path:  # fmt: skip
+    """A random Qwen2.5-VL causal LM laid out as its Hugging Face folder is downloaded: ``config.json`` and
     ``model.safetensors`` in ``dtype`` written by transformers (the vision tower included, as released, though the
     pack never reads it), ``generation_config.json``, and the Qwen tokenizer files of the ComfyUI in use.
-    ``qwen_heads``: Qwen2.5's 128-wide attention heads, which a copy of the weights in one file without config.json
-    must have, instead of 32-wide ones."""
+
+    Norm gains are one, as trained ones roughly are; every other weight is drawn from N(0, ``std``), or with
+    ``std`` None from N(0, 1 / fan-in) (vectors 0.02), so a wide model's logits stay in a trained model's range."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    hidden, sections = (256, [16, 24, 24]) if qwen_heads else (64, [4, 6, 6])  # sections: halves of the heads
+    half = hidden // heads // 2  # M-RoPE splits each head's rotary half into temporal, height and width sections
     text = {
-        "vocab_size": QWEN_VOCAB, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": False,
-        "rope_scaling": {"type": "mrope", "mrope_section": sections},
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "tie_word_embeddings": False,
+        "rope_scaling": {"type": "mrope", "mrope_section": [half // 4, 3 * half // 8, 3 * half // 8]},
     }  # fmt: skip
     vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
               "fullatt_block_indexes": [0]}  # fmt: skip
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model = model.to_empty(device="cpu").eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if "norm" in name and name.endswith(".weight"):  # norm gains at one, as trained ones roughly are
-                tensor.fill_(1.0)
-            elif tensor.is_floating_point():  # wide enough that greedy decoding picks varied tokens
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.2)
+        for name, param in model.named_parameters():
+            if "norm" in name and name.endswith(".weight"):
+                param.fill_(1.0)
+            else:
+                scale = std if std is not None else param.shape[-1] ** -0.5 if param.ndim > 1 else 0.02
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
     folder.mkdir(parents=True, exist_ok=True)
     model.to(dtype).save_pretrained(folder)
     (folder / "generation_config.json").write_text(json.dumps(ENHANCER_GENERATION, indent=2) + "\n")
@@ -160,6 +165,18 @@ def write_tiny_enhancer(
     for file in sorted(tokenizer.iterdir()):
         shutil.copy(file, folder / file.name)
     return folder
+
+
+def write_tiny_enhancer(
+    folder: Path, seed: int = 20, dtype: torch.dtype = torch.bfloat16, qwen_heads: bool = False
+) -> Path:
+    """A tiny prompt enhancer folder (``write_enhancer_folder``, weights wide enough that greedy decoding picks
+    varied tokens). ``qwen_heads``: Qwen2.5's 128-wide attention heads, which a copy of the weights in one file
+    without config.json must have, instead of 32-wide ones."""
+    return write_enhancer_folder(
+        folder, hidden=256 if qwen_heads else 64, heads=2, kv_heads=1, intermediate=128, std=0.2, seed=seed,
+        dtype=dtype,
+    )  # fmt: skip
 
 
 def model_path(models_dir: Path, file: ModelFile) -> Path:
